@@ -1,0 +1,79 @@
+"""Latency measurement of an artifact: warm-up, repeats, summary statistics."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .model import TensorSpec
+
+
+def set_threads(threads: int | None) -> int:
+    """Size TVM's worker pool (all cores when None); return the thread count in use."""
+    import tvm
+
+    if threads:
+        tvm.get_global_func("runtime.config_threadpool")(0, int(threads))
+    return int(tvm.get_global_func("runtime.NumThreads")())
+
+
+def random_inputs(specs: list[TensorSpec], seed: int = 0, batch: int = 1) -> dict[str, np.ndarray]:
+    """Seeded random inputs; symbolic dimensions take ``batch``."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for spec in specs:
+        shape = tuple(d if isinstance(d, int) else batch for d in spec.shape)
+        if spec.dtype.startswith("float"):
+            feeds[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
+        elif spec.dtype == "bool":
+            feeds[spec.name] = rng.integers(0, 2, shape).astype(bool)
+        else:
+            feeds[spec.name] = rng.integers(0, 10, shape).astype(spec.dtype)
+    return feeds
+
+
+def time_calls(fn: Callable[[], Any], repeat: int, warmup: int) -> np.ndarray:
+    """Seconds per call of ``fn`` over ``repeat`` calls after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    times = np.empty(repeat)
+    for i in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times[i] = time.perf_counter() - start
+    return times
+
+
+def summarize(times: np.ndarray) -> dict[str, float]:
+    ms = times * 1e3
+    return {"mean_ms": float(ms.mean()), "median_ms": float(np.median(ms)),
+            "p90_ms": float(np.percentile(ms, 90)), "min_ms": float(ms.min()),
+            "std_ms": float(ms.std()), "repeat": int(len(ms))}
+
+
+def bench_artifact(art_dir: str | Path, repeat: int = 50, warmup: int = 5,
+                   threads: int | None = None, input_path: str | None = None) -> dict[str, Any]:
+    from .cli import _load_inputs
+    from .errors import InputError
+    from .runtime import load
+
+    if repeat < 1 or warmup < 0:
+        raise InputError("--repeat must be ≥ 1 and --warmup ≥ 0")
+    model = load(art_dir)
+    used_threads = set_threads(threads)
+    feeds = _load_inputs(input_path, model.inputs) or random_inputs(model.inputs)
+    device_inputs = model.to_device(feeds)
+    times = time_calls(lambda: model.invoke(device_inputs), repeat, warmup)
+    return {"artifact": str(art_dir), "threads": used_threads, "warmup": warmup,
+            **summarize(times)}
+
+
+def format_stats(stats: dict[str, Any]) -> str:
+    return (f"{stats['artifact']}: {stats['repeat']} runs after {stats['warmup']} warm-up, "
+            f"{stats['threads']} threads\n"
+            f"  mean {stats['mean_ms']:.3f} ms  median {stats['median_ms']:.3f} ms  "
+            f"p90 {stats['p90_ms']:.3f} ms  min {stats['min_ms']:.3f} ms  std {stats['std_ms']:.3f} ms")

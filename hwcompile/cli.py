@@ -1,0 +1,202 @@
+"""The ``hwcompile`` command line (tvmc users should feel at home).
+
+Every user error prints one ``error:`` line and exits non-zero; no TVM backtraces.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from .errors import HwcompileError, InputError
+
+
+def _progress(message: str) -> None:
+    print(f"[hwcompile {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _load_inputs(path: str | None, spec_inputs) -> dict:
+    """Inputs from a .npz (keyed by name) or a .npy (the single/first input)."""
+    import numpy as np
+
+    if path is None:
+        return {}
+    file = Path(path)
+    if not file.is_file():
+        raise InputError(f"{file}: no such input file")
+    try:
+        data = np.load(file, allow_pickle=False)
+    except Exception as err:
+        raise InputError(f"{file}: not a .npy/.npz file ({err})") from None
+    if isinstance(data, np.ndarray):
+        if len(spec_inputs) != 1:
+            raise InputError(f"{file}: a .npy holds one array, the model takes "
+                             f"{len(spec_inputs)} inputs; use a .npz keyed by input name")
+        return {spec_inputs[0].name: data}
+    return {key: data[key] for key in data.files}
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from .driver import compile as compile_model
+    from .frontend import parse_input_shapes
+
+    compile_model(args.model, target=args.target, output=args.output, passes=args.passes,
+                  input_shapes=parse_input_shapes(args.input_shape or []),
+                  calibration=args.calibration, dump_ir=args.dump_ir, progress=_progress)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .runtime import load
+
+    model = load(args.artifact)
+    outputs = model.run(_load_inputs(args.input, model.inputs))
+    np.savez(args.output, **outputs)
+    for name, value in outputs.items():
+        print(f"{name}: shape {value.shape} {value.dtype} -> {args.output}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import bench_artifact, format_stats
+
+    stats = bench_artifact(args.artifact, repeat=args.repeat, warmup=args.warmup,
+                           threads=args.threads, input_path=args.input)
+    print(format_stats(stats))
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from .verify import format_report, verify
+
+    report = verify(args.model, args.artifact, input_path=args.input, atol=args.atol,
+                    rtol=args.rtol, seed=args.seed)
+    print(format_report(report))
+    return 0 if report["ok"] else 1
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .inspect import inspect_path
+
+    print(inspect_path(args.path, graph_out=args.graph,
+                       input_shapes=args.input_shape or []))
+    return 0
+
+
+def cmd_passes(args: argparse.Namespace) -> int:
+    from .pipeline import registered_passes
+
+    for name, info in registered_passes().items():
+        options = ", ".join(
+            f"{o.name}={o.default!r}" if o.default is not o.empty else o.name
+            for o in info.options.values())
+        print(f"{name}{f'({options})' if options else ''}")
+        summary = " ".join(info.doc.split("\n\n")[0].split())
+        if summary:
+            print(f"    {summary}")
+    return 0
+
+
+def cmd_targets(args: argparse.Namespace) -> int:
+    from .target import registered_targets
+
+    for name, factory in registered_targets().items():
+        print(f"{name}: {(factory.__doc__ or '').strip().splitlines()[0] if factory.__doc__ else ''}")
+    if args.tags:
+        import tvm
+
+        print("\nTVM tags:")
+        for tag in sorted(tvm.target.list_tags()):
+            print(f"  {tag}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hwcompile", description="Hardware-aware model compiler.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("compile", help="compile an ONNX model for a target into an artifact")
+    p.add_argument("model", help="ONNX model file")
+    p.add_argument("--target", "-t", default="cpu", help="cpu, cpu:aarch64, JSON target or TVM tag")
+    p.add_argument("--output", "-o", default="out", help="artifact directory to write")
+    p.add_argument("--passes", help="pass spec, e.g. 'fold-constants,fold-batchnorm,dce'")
+    p.add_argument("--input-shape", action="append", metavar="NAME=1x3x224x224",
+                   help="fix a symbolic input shape (repeatable)")
+    p.add_argument("--calibration", help="calibration data: .npz or a directory of them")
+    p.add_argument("--dump-ir", metavar="DIR", help="write the Relax IR after each pass")
+    p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("run", help="run an artifact on inputs from .npy/.npz")
+    p.add_argument("artifact")
+    p.add_argument("--input", "-i", help=".npz keyed by input name, or .npy for one input")
+    p.add_argument("--output", "-o", default="outputs.npz")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("bench", help="measure an artifact's latency")
+    p.add_argument("artifact")
+    p.add_argument("--repeat", type=int, default=50)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--threads", type=int, help="worker threads (default: all cores)")
+    p.add_argument("--input", "-i", help="inputs (.npz/.npy); default: random, batch 1")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("verify", help="compare an artifact with onnxruntime on the same inputs")
+    p.add_argument("model", help="the ONNX model the artifact was compiled from")
+    p.add_argument("artifact")
+    p.add_argument("--input", "-i", help="inputs (.npz/.npy); default: seeded random, batch 1")
+    p.add_argument("--atol", type=float, default=1e-4)
+    p.add_argument("--rtol", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("inspect", help="per-layer table of a model or an artifact")
+    p.add_argument("path", help="ONNX model file or artifact directory")
+    p.add_argument("--graph", metavar="OUT.svg|png|dot", help="draw the dataflow graph")
+    p.add_argument("--input-shape", action="append", metavar="NAME=1x3x224x224")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("passes", help="list the registered passes and their options")
+    p.set_defaults(func=cmd_passes)
+    p = sub.add_parser("targets", help="list the registered targets")
+    p.add_argument("--tags", action="store_true", help="also list TVM's target tags")
+    p.set_defaults(func=cmd_targets)
+    _register_vta(sub)
+    return parser
+
+
+def _register_vta(sub) -> None:
+    try:
+        from hwcompile.targets.vta.cli import register
+    except ImportError:
+        return
+    register(sub)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "threads", None):
+        os.environ["TVM_NUM_THREADS"] = str(args.threads)  # read when TVM's pool starts
+    try:
+        return args.func(args)
+    except HwcompileError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # a compiler bug, not a user error: still one line
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"error: internal error ({type(err).__name__}): {first}\n"
+              "       set HWCOMPILE_DEBUG=1 for the traceback", file=sys.stderr)
+        if os.environ.get("HWCOMPILE_DEBUG"):
+            raise
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

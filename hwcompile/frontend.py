@@ -1,0 +1,180 @@
+"""ONNX file → ``Model``: validate, upgrade, fix symbolic shapes, import into Relax."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx.version_converter
+from onnx import shape_inference
+
+from .errors import InputError, ModelLoadError, UnsupportedOpError
+from .model import Dim, Model, TensorSpec, shape_of
+
+# The importer converts most ops from opset 13 on; older models are upgraded first.
+MIN_OPSET = 13
+_ONNX_DTYPES = {
+    onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16",
+    onnx.TensorProto.DOUBLE: "float64", onnx.TensorProto.INT8: "int8",
+    onnx.TensorProto.UINT8: "uint8", onnx.TensorProto.INT16: "int16",
+    onnx.TensorProto.INT32: "int32", onnx.TensorProto.INT64: "int64",
+    onnx.TensorProto.BOOL: "bool",
+}
+
+
+def parse_input_shapes(specs: Sequence[str]) -> dict[str, tuple[int, ...]]:
+    """``["input=1x3x224x224"]`` → ``{"input": (1, 3, 224, 224)}``."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for spec in specs:
+        name, sep, dims = spec.rpartition("=")
+        try:
+            shape = tuple(int(d) for d in dims.lower().split("x"))
+        except ValueError:
+            shape = ()
+        if not sep or not name or not shape or min(shape) < 1:
+            raise InputError(
+                f"bad --input-shape '{spec}': expected NAME=D1xD2x... with positive sizes, "
+                "e.g. input=1x3x224x224"
+            )
+        shapes[name] = shape
+    return shapes
+
+
+def load_onnx(path: str | Path) -> onnx.ModelProto:
+    """Read and check an ONNX file; every failure names the file and the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: no such model file")
+    try:
+        proto = onnx.load_model(str(path), load_external_data=True)
+    except Exception as err:  # protobuf raises several unrelated types
+        raise ModelLoadError(f"{path}: not a readable ONNX model ({_first_line(err)})") from None
+    if not proto.graph.node and not proto.graph.output:
+        raise ModelLoadError(f"{path}: not an ONNX model (the file parses to an empty graph)")
+    return proto
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+def _default_opset(proto: onnx.ModelProto) -> int:
+    for entry in proto.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return entry.version
+    return MIN_OPSET
+
+
+def _supported_ops() -> set[str]:
+    from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
+
+    return set(_get_convert_map()) | {"Constant", "If"}
+
+
+def check_supported(proto: onnx.ModelProto, source: str) -> None:
+    """Raise one error listing every operator (with its nodes) the importer lacks."""
+    supported = _supported_ops()
+    missing: dict[str, list[str]] = {}
+    for index, node in enumerate(proto.graph.node):
+        op = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
+        if node.domain not in ("", "ai.onnx") or op not in supported:
+            missing.setdefault(op, []).append(node.name or f"#{index}")
+    if missing:
+        listing = "; ".join(f"{op} (nodes: {', '.join(names[:5])}"
+                            f"{', …' if len(names) > 5 else ''})" for op, names in missing.items())
+        raise UnsupportedOpError(f"{source}: unsupported operators: {listing}")
+
+
+def _graph_inputs(proto: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    initializers = {init.name for init in proto.graph.initializer}
+    return [vi for vi in proto.graph.input if vi.name not in initializers]
+
+
+def _value_spec(vi: onnx.ValueInfoProto) -> TensorSpec:
+    tensor_type = vi.type.tensor_type
+    dims: list[Dim] = []
+    for i, d in enumerate(tensor_type.shape.dim):
+        dims.append(d.dim_value if d.HasField("dim_value") else (d.dim_param or f"{vi.name}_d{i}"))
+    dtype = _ONNX_DTYPES.get(tensor_type.elem_type, onnx.TensorProto.DataType.Name(tensor_type.elem_type).lower())
+    return TensorSpec(vi.name, tuple(dims), dtype)
+
+
+def _fix_input_shapes(proto: onnx.ModelProto, shapes: Mapping[str, tuple[int, ...]], source: str) -> None:
+    inputs = {vi.name: vi for vi in _graph_inputs(proto)}
+    for name, shape in shapes.items():
+        if name not in inputs:
+            raise InputError(f"{source}: --input-shape names '{name}', but the model's inputs are "
+                             f"{', '.join(inputs)}")
+        dims = inputs[name].type.tensor_type.shape.dim
+        if len(dims) != len(shape):
+            raise InputError(f"{source}: --input-shape {name} has {len(shape)} dims, "
+                             f"the model's input has {len(dims)}")
+        for dim, size in zip(dims, shape):
+            if dim.HasField("dim_value") and dim.dim_value != size:
+                raise InputError(f"{source}: --input-shape {name}={'x'.join(map(str, shape))} "
+                                 f"contradicts the model's fixed shape {_value_spec(inputs[name]).shape}")
+            dim.Clear()
+            dim.dim_value = size
+
+
+def import_onnx(
+    model: str | Path | onnx.ModelProto,
+    input_shapes: Mapping[str, tuple[int, ...]] | None = None,
+    name: str | None = None,
+) -> Model:
+    """Import an ONNX model (file or proto) into a ``Model``.
+
+    Symbolic dimensions stay symbolic unless ``input_shapes`` fixes them.
+    """
+    from tvm import relax
+    from tvm.relax.frontend.onnx import from_onnx
+
+    from .onnx_legalize import legalize
+
+    if isinstance(model, onnx.ModelProto):
+        proto, source = onnx.ModelProto(), name or model.graph.name or "model"
+        proto.CopyFrom(model)
+    else:
+        proto, source = load_onnx(model), str(model)
+        name = name or Path(model).stem
+    try:
+        onnx.checker.check_model(proto)
+    except onnx.checker.ValidationError as err:
+        raise ModelLoadError(f"{source}: invalid ONNX model: {_first_line(err)}") from None
+    if _default_opset(proto) < MIN_OPSET:
+        try:
+            proto = onnx.version_converter.convert_version(proto, MIN_OPSET)
+        except Exception as err:
+            raise ModelLoadError(f"{source}: cannot upgrade opset {_default_opset(proto)} to "
+                                 f"{MIN_OPSET}: {_first_line(err)}") from None
+    _fix_input_shapes(proto, input_shapes or {}, source)
+    check_supported(proto, source)
+    try:
+        proto = shape_inference.infer_shapes(proto, strict_mode=False)
+    except Exception as err:
+        raise ModelLoadError(f"{source}: shape inference failed: {_first_line(err)}") from None
+    proto = legalize(proto)
+    inputs = [_value_spec(vi) for vi in _graph_inputs(proto)]
+    output_names = [vi.name for vi in proto.graph.output]
+    try:
+        mod = from_onnx(proto, opset=max(_default_opset(proto), MIN_OPSET), keep_params_in_input=True)
+    except Exception as err:
+        raise UnsupportedOpError(f"{source}: the Relax importer failed: {_first_line(err)}") from None
+    mod, detached = relax.frontend.detach_params(mod)
+    main = mod["main"].without_attr("params")
+    mod["main"] = main
+    weight_vars = main.params[len(inputs):]
+    params = {v.name: np.asarray(t.numpy()) for v, t in zip(weight_vars, detached.get("main", []))}
+    # Output shapes as Relax inferred them (ONNX files often omit them).
+    ret = main.ret_ty
+    ret_types = list(ret.fields) if isinstance(ret, relax.TupleType) else [ret]
+    outputs = [TensorSpec(n, shape_of(t), str(t.dtype)) for n, t in zip(output_names, ret_types)]
+    # Inputs: Relax's view of the shape (symbolic names preserved), ONNX's names.
+    inputs = [TensorSpec(spec.name, shape_of(v.ty), str(v.ty.dtype)) for spec, v in zip(inputs, main.params)]
+    digest = hashlib.sha256(proto.SerializeToString()).hexdigest()
+    return Model(mod=mod, params=params, inputs=inputs, outputs=outputs, name=name or source,
+                 annotations={"source_sha256": digest})

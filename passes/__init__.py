@@ -1,0 +1,3 @@
+"""Built-in graph rewrites, one module per family; importing registers them."""
+
+from . import fold  # noqa: F401

@@ -1,0 +1,106 @@
+"""CPU target through LLVM: the host (detected CPU and cores), explicit JSON, tags, and
+cross-compilation to another triple (an object archive when no cross linker exists)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import tvm
+
+from hwcompile.errors import TargetError
+from hwcompile.model import Model
+from hwcompile.target import BuildResult, Constraints, Target, register_target
+
+# Short names for common cross triples; anything else is taken as a full LLVM triple.
+_TRIPLES = {
+    "aarch64": "aarch64-linux-gnu",
+    "arm64": "aarch64-linux-gnu",
+    "armv7": "armv7a-linux-gnueabihf",
+    "riscv64": "riscv64-linux-gnu",
+    "x86_64": "x86_64-linux-gnu",
+}
+# Cross compilers Debian packages, by triple; used to link a shared library when present.
+_CROSS_GCC = {
+    "aarch64-linux-gnu": "aarch64-linux-gnu-gcc",
+    "armv7a-linux-gnueabihf": "arm-linux-gnueabihf-gcc",
+    "riscv64-linux-gnu": "riscv64-linux-gnu-gcc",
+}
+
+
+def _host_simd_floats() -> int:
+    """float32 lanes of the host's widest vector unit (8 for AVX2, 16 for AVX-512)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return 4
+    if " avx512f" in flags:
+        return 16
+    if " avx2" in flags or " avx " in flags:
+        return 8
+    return 4
+
+
+def host_target(num_cores: int | None = None) -> tvm.target.Target:
+    cpu = tvm.target.codegen.llvm_get_system_cpu()
+    cores = num_cores or len(os.sched_getaffinity(0))
+    return tvm.target.Target({"kind": "llvm", "mcpu": cpu, "num-cores": cores})
+
+
+class CpuTarget(Target):
+    name = "cpu"
+    device = "cpu"
+
+    def __init__(self, tvm_target: tvm.target.Target, spec: str):
+        self.tvm_target = tvm_target
+        self.spec = spec
+        self.triple = str(tvm_target.attrs["mtriple"]) if "mtriple" in tvm_target.attrs else ""
+        self.cross = bool(self.triple) and not self.triple.startswith(os.uname().machine)
+        # Channel counts that fill whole vector registers of float32 (NEON/RVV: 4 lanes).
+        lanes = _host_simd_floats() if not self.cross else (8 if self.triple.startswith("x86") else 4)
+        self.constraints = Constraints(channel_multiple=lanes)
+
+    def describe(self) -> dict[str, Any]:
+        info = super().describe()
+        info.update(spec=self.spec, tvm_target=json.loads(str(self.tvm_target)),
+                    triple=self.triple or f"{os.uname().machine}-linux-gnu (host)")
+        return info
+
+    def build(self, model: Model, out_dir: Path) -> BuildResult:
+        executable = tvm.compile(model.bound_module(), self.tvm_target)
+        if not self.cross:
+            executable.export_library(str(out_dir / "model.so"))
+            return BuildResult(library="model.so", loadable=True)
+        gcc = shutil.which(_CROSS_GCC.get(self.triple, f"{self.triple}-gcc"))
+        if gcc:
+            from tvm.contrib import cc
+
+            executable.export_library(str(out_dir / "model.so"), fcompile=cc.cross_compiler(gcc))
+            return BuildResult(library="model.so", loadable=False, extra={"linker": gcc})
+        # No cross linker here: ship the objects; the user's toolchain links them.
+        executable.export_library(str(out_dir / "model.tar"))
+        return BuildResult(library="model.tar", loadable=False, extra={"linker": None})
+
+
+@register_target("cpu")
+def cpu_target(argument: str | None) -> CpuTarget:
+    """``cpu`` (this host), ``cpu:aarch64``/``cpu:<triple>``, a JSON llvm target, or a tag."""
+    try:
+        if argument is None:
+            return CpuTarget(host_target(), "cpu")
+        if argument.startswith("{"):
+            return CpuTarget(tvm.target.Target(json.loads(argument)), argument)
+        if argument in tvm.target.list_tags():
+            return CpuTarget(tvm.target.Target(argument), argument)
+        triple = _TRIPLES.get(argument, argument)
+        if "-" not in triple:
+            raise TargetError(f"target 'cpu:{argument}': unknown architecture; use one of "
+                              f"{', '.join(_TRIPLES)} or a full triple like aarch64-linux-gnu")
+        return CpuTarget(tvm.target.Target({"kind": "llvm", "mtriple": triple}), f"cpu:{argument}")
+    except TargetError:
+        raise
+    except Exception as err:  # TVM rejects a bad target with assorted error types
+        raise TargetError(f"target '{argument}': {str(err).strip().splitlines()[0]}") from None
