@@ -18,7 +18,7 @@ def set_threads(threads: int | None) -> int:
 
     if threads:
         tvm.get_global_func("runtime.config_threadpool")(0, int(threads))
-    return int(tvm.get_global_func("runtime.NumThreads")())
+    return tvm.get_global_func("runtime.NumThreads")()
 
 
 def random_inputs(specs: list[TensorSpec], seed: int = 0, batch: int = 1) -> dict[str, np.ndarray]:

@@ -18,7 +18,7 @@ from .target import Target, resolve_target
 DEFAULT_PASSES = "fold-constants,fold-batchnorm,dce"
 
 
-def compile(  # noqa: A001  (mirrors the CLI verb, as tvm.compile does)
+def compile(  # mirrors the CLI verb, as tvm.compile does
     model: str | Path | onnx.ModelProto | Model,
     target: str | Target = "cpu",
     output: str | Path = "out",

@@ -55,8 +55,9 @@ def inspect_path(path: str | Path, graph_out: str | None = None,
         return "\n".join(lines)
     model = import_onnx(path, input_shapes=parse_input_shapes(input_shapes))
     layers = [dataclasses.asdict(layer) for layer in graph.layers(model)]
-    lines = [f"model {path}"] + _io([s.to_json() for s in model.inputs], "input") + \
-        _io([s.to_json() for s in model.outputs], "output")
+    lines = [f"model {path}",
+             *_io([s.to_json() for s in model.inputs], "input"),
+             *_io([s.to_json() for s in model.outputs], "output")]
     lines.append(f"weights: {model.num_params:,} params, {model.weight_bytes:,} bytes")
     lines.append(_table(layers, "layers:"))
     if graph_out:

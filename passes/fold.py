@@ -27,7 +27,7 @@ def _evaluate(expr: relax.Expr) -> np.ndarray:
     folded = relax.transform.FoldConstant()(bb.get())["main"].body
     value = folded.blocks[0].bindings[-1].value if folded.blocks else folded.body
     if not isinstance(value, tvm.ir.Constant):
-        raise ValueError("expression did not fold to a constant")
+        raise TypeError("expression did not fold to a constant")
     return value.value.numpy()
 
 
