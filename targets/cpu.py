@@ -76,7 +76,7 @@ class CpuTarget(Target):
             return BuildResult(library="model.so", loadable=True)
         gcc = shutil.which(_CROSS_GCC.get(self.triple, f"{self.triple}-gcc"))
         if gcc:
-            from tvm.contrib import cc
+            from tvm.support import cc
 
             executable.export_library(str(out_dir / "model.so"), fcompile=cc.cross_compiler(gcc))
             return BuildResult(library="model.so", loadable=False, extra={"linker": gcc})
