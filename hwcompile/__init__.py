@@ -4,6 +4,10 @@ Public API: ``compile``, ``load``, ``import_onnx``, ``Model``, ``register_pass``
 ``register_target``, ``Target``, ``Constraints``, ``PassContext`` and ``errors``.
 """
 
+from .threads import configure_default_threads
+
+configure_default_threads()  # before TVM's thread pool starts; see threads.py
+
 from . import errors
 from .driver import compile
 from .frontend import import_onnx

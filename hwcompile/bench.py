@@ -13,11 +13,15 @@ from .model import TensorSpec
 
 
 def set_threads(threads: int | None) -> int:
-    """Size TVM's worker pool (all cores when None); return the thread count in use."""
+    """Size TVM's worker pool (all cores when None); return the thread count in use.
+
+    The pool can shrink and grow again up to TVM_NUM_THREADS (see threads.py), not beyond.
+    """
     import tvm
 
-    if threads:
-        tvm.get_global_func("runtime.config_threadpool")(0, int(threads))
+    from .threads import physical_cores
+
+    tvm.get_global_func("runtime.config_threadpool")(0, int(threads or physical_cores()))
     return tvm.get_global_func("runtime.NumThreads")()
 
 
@@ -52,7 +56,7 @@ def summarize(times: np.ndarray) -> dict[str, float]:
     ms = times * 1e3
     return {"mean_ms": float(ms.mean()), "median_ms": float(np.median(ms)),
             "p90_ms": float(np.percentile(ms, 90)), "min_ms": float(ms.min()),
-            "std_ms": float(ms.std()), "repeat": int(len(ms))}
+            "std_ms": float(ms.std()), "repeat": len(ms)}
 
 
 def bench_artifact(art_dir: str | Path, repeat: int = 50, warmup: int = 5,

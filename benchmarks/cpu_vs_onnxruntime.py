@@ -1,0 +1,107 @@
+"""CPU artifact latency vs onnxruntime, same machine, same thread count, one run.
+
+    .venv/bin/python benchmarks/cpu_vs_onnxruntime.py [--threads 2] [--repeat 50]
+        [--models digits,mlp,...] [--resnet-image 112] [--passes SPEC]
+
+Prints a Markdown table (median of --repeat calls after warm-up, batch 1) ready for
+benchmarks/RESULTS.md, with the machine, date and command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+import hwcompile
+from hwcompile.bench import random_inputs, set_threads, summarize, time_calls
+from hwcompile.frontend import import_onnx
+from hwcompile.graph import total_macs
+from hwcompile.models import zoo
+from hwcompile.models.digits import ensure_digits_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def models(resnet_image: int) -> dict[str, onnx.ModelProto]:
+    digits = onnx.load(ensure_digits_model(ROOT / "examples" / "digits" / "digits_cnn.onnx"))
+    return {
+        "digits": digits,
+        "mlp": zoo.mlp(),
+        "depthwise_grouped_cnn": zoo.depthwise_grouped_cnn(),
+        f"resnet18_{resnet_image}": zoo.resnet18_shaped(batch=1, image=resnet_image),
+    }
+
+
+def machine() -> str:
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in
+                   Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
+    except (OSError, StopIteration):
+        cpu = platform.processor()
+    return f"{cpu}, {os.cpu_count()} cores"
+
+
+def bench_model(name: str, proto: onnx.ModelProto, threads: int, repeat: int, passes: str | None,
+                workdir: Path) -> dict:
+    import onnxruntime as ort
+
+    shapes = {i.name: tuple(d.dim_value or 1 for d in i.type.tensor_type.shape.dim)
+              for i in proto.graph.input}
+    art = hwcompile.compile(proto, "cpu", workdir / name, passes=passes, input_shapes=shapes)
+    compiled = hwcompile.load(art)
+    feeds = random_inputs(compiled.inputs, seed=0)
+    device_inputs = compiled.to_device(feeds)
+    ours = summarize(time_calls(lambda: compiled.invoke(device_inputs), repeat, warmup=5))
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(proto.SerializeToString(), options,
+                                   providers=["CPUExecutionProvider"])
+    ref = summarize(time_calls(lambda: session.run(None, feeds), repeat, warmup=5))
+    want = session.run(None, feeds)[0]
+    err = float(np.abs(compiled(**feeds) - want).max() / max(1.0, np.abs(want).max()))
+    macs = total_macs(import_onnx(proto, input_shapes=shapes))
+    return {"model": name, "macs": macs, "ours_ms": ours["median_ms"], "ort_ms": ref["median_ms"],
+            "ratio": ours["median_ms"] / ref["median_ms"], "rel_err": err}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--repeat", type=int, default=50)
+    parser.add_argument("--models", help="comma-separated subset")
+    parser.add_argument("--resnet-image", type=int, default=112)
+    parser.add_argument("--passes", default=None, help="pass spec (default pipeline if omitted)")
+    args = parser.parse_args()
+    threads = set_threads(args.threads)
+    chosen = models(args.resnet_image)
+    if args.models:
+        chosen = {k: v for k, v in chosen.items() if k in args.models.split(",")}
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, proto in chosen.items():
+            print(f"benchmarking {name} ...", file=sys.stderr, flush=True)
+            rows.append(bench_model(name, proto, threads, args.repeat, args.passes, Path(tmp)))
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=ROOT, check=False).stdout.strip()
+    print(f"\nMachine: {machine()}; {threads} threads for both; batch 1; median of {args.repeat}")
+    print(f"Date: {datetime.date.today()}; commit {commit}; command: "
+          f"`.venv/bin/python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}`\n")
+    print("| model | MMACs | hwcompile ms | onnxruntime ms | hwcompile / ort | max rel err |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['model']} | {r['macs'] / 1e6:.2f} | {r['ours_ms']:.3f} | {r['ort_ms']:.3f} | "
+              f"{r['ratio']:.2f}× | {r['rel_err']:.1e} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
