@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     dis.add_argument("--config", default="sim",
                      help=f"shipped config ({', '.join(shipped_configs())}) or path to a "
                           f"vta_config.json (default: sim)")
-    dis.set_defaults(handler=run_disasm)
+    dis.set_defaults(func=run_disasm)
     return vta
 
 

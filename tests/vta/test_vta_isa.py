@@ -1,14 +1,13 @@
 """VTA ISA: golden bit positions (spec §2), round-trips, range errors, disassembler, CLI."""
 
-import argparse
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hwcompile.cli import main as hwcompile_main
 from hwcompile.errors import VTAError
-from hwcompile.targets.vta import cli
 from hwcompile.targets.vta.config import from_dict, load_config
 from hwcompile.targets.vta.disasm import disassemble
 from hwcompile.targets.vta.isa import (
@@ -212,27 +211,19 @@ def test_disassembler_listing():
     assert disassemble(encode_program(PROGRAM, CFG), CFG) == LISTING
 
 
-def _parser():
-    parser = argparse.ArgumentParser(prog="hwcompile")
-    cli.register(parser.add_subparsers(dest="command"))
-    return parser
-
-
-def test_cli_disasm(tmp_path, capsys):
+def test_cli_disasm(tmp_path, capfd):
     path = tmp_path / "program.bin"
     path.write_bytes(encode_program(PROGRAM, CFG))
-    args = _parser().parse_args(["vta", "disasm", str(path), "--config", "pynq"])
-    assert args.handler(args) == 0
-    assert capsys.readouterr().out == LISTING + "\n"
+    assert hwcompile_main(["vta", "disasm", str(path), "--config", "pynq"]) == 0
+    assert capfd.readouterr().out == LISTING + "\n"
 
 
-def test_cli_disasm_errors(tmp_path):
-    parser = _parser()
+def test_cli_disasm_errors(tmp_path, capfd):
     bad = tmp_path / "bad.bin"
     bad.write_bytes(b"\0" * 20)
     for argv, message in [([str(bad)], "not a multiple of 16"),
                           ([str(tmp_path / "missing.bin")], "cannot read"),
                           ([str(bad), "--config", "nope"], "neither a shipped config")]:
-        args = parser.parse_args(["vta", "disasm", *argv])
-        with pytest.raises(VTAError, match=message):
-            args.handler(args)
+        assert hwcompile_main(["vta", "disasm", *argv]) == VTAError.exit_code
+        err = capfd.readouterr().err
+        assert err.startswith("error: ") and message in err
