@@ -152,12 +152,12 @@ def import_onnx(
             raise ModelLoadError(f"{source}: cannot upgrade opset {_default_opset(proto)} to "
                                  f"{MIN_OPSET}: {_first_line(err)}") from None
     _fix_input_shapes(proto, input_shapes or {}, source)
-    check_supported(proto, source)
     try:
         proto = shape_inference.infer_shapes(proto, strict_mode=False)
     except Exception as err:
         raise ModelLoadError(f"{source}: shape inference failed: {_first_line(err)}") from None
-    proto = legalize(proto)
+    proto = legalize(proto)  # may rewrite constructs the importer gets wrong or lacks
+    check_supported(proto, source)
     inputs = [_value_spec(vi) for vi in _graph_inputs(proto)]
     output_names = [vi.name for vi in proto.graph.output]
     try:
