@@ -45,8 +45,15 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
     compile_model(args.model, target=args.target, output=args.output, passes=args.passes,
                   input_shapes=parse_input_shapes(args.input_shape or []),
-                  calibration=args.calibration, dump_ir=args.dump_ir, progress=_progress)
+                  calibration=args.calibration, dump_ir=args.dump_ir, progress=_progress,
+                  emit=args.emit or (), emit_options=_emit_options(args))
     return 0
+
+
+def _emit_options(args: argparse.Namespace) -> dict:
+    """Options of --emit c-library (only those given, so the emitter's defaults apply)."""
+    return {key: value for key, value in (("name", args.c_name), ("weights", args.weights))
+            if value is not None}
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -129,6 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fix a symbolic input shape (repeatable)")
     p.add_argument("--calibration", help="calibration data: .npz or a directory of them")
     p.add_argument("--dump-ir", metavar="DIR", help="write the Relax IR after each pass")
+    p.add_argument("--emit", action="append", choices=["c-library"],
+                   help="also write a C header, static and shared library (see examples/embed_c)")
+    p.add_argument("--c-name", help="C identifier prefix of the C API (default: the model name)")
+    p.add_argument("--weights", choices=["embedded", "file"],
+                   help="c-library weights: inside the library (default) or a separate file")
     p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("run", help="run an artifact on inputs from .npy/.npz")
@@ -166,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tags", action="store_true", help="also list TVM's target tags")
     p.set_defaults(func=cmd_targets)
     _register_vta(sub)
+    from hwcompile.passes.prune.cli import register as register_prune
+
+    register_prune(sub)
     return parser
 
 

@@ -27,11 +27,16 @@ def compile(  # mirrors the CLI verb, as tvm.compile does
     calibration: Any = None,
     dump_ir: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
+    emit: Sequence[str] = (),
+    emit_options: Mapping[str, Any] | None = None,
+    db: str | Path | None = None,
 ) -> Path:
     """Compile a model for a target into the artifact directory ``output``; return its path.
 
     ``passes`` is a spec string (``"fold-constants,prune(ratio=0.3)"``); None applies the
-    default folding pipeline and ``""`` applies none.
+    default folding pipeline and ``""`` applies none. ``emit`` adds embedding outputs
+    (``["c-library"]``, options such as ``{"name": "digits", "weights": "file"}``; see
+    hwcompile.embed).
     """
     say = progress or (lambda message: None)
     target = resolve_target(target) if isinstance(target, str) else target
@@ -45,10 +50,18 @@ def compile(  # mirrors the CLI verb, as tvm.compile does
     optimized, report = run_pipeline(source, calls, ctx, dump_ir=dump_ir)
     say(f"building for {target.name}")
     with artifact.staging(output) as stage:
-        built = target.build(optimized, stage)
+        # ``db``: a tuning database (hwcompile tune) whose schedules the target applies.
+        built = target.build(optimized, stage, db=db) if db else target.build(optimized, stage)
         (stage / "graph.dot").write_text(graph.to_dot(optimized))
         library_bytes = (stage / built.library).stat().st_size
         io_bytes = sum(s.nbytes for s in optimized.inputs + optimized.outputs)  # per sample
+        embedded: dict[str, Any] = {"embed": {}, "memory": {}}
+        if emit:
+            from .embed import emit as emit_embedding
+
+            say(f"emitting {', '.join(emit)}")
+            embedded = emit_embedding(emit, optimized, target, stage,
+                                      {**(emit_options or {}), **({"db": db} if db else {})})
         artifact.write_metadata(stage, {
             "model": {"name": optimized.name, **optimized.annotations},
             "target": target.describe(),
@@ -60,7 +73,8 @@ def compile(  # mirrors the CLI verb, as tvm.compile does
             "pipeline": report,
             "figures": {"source": model_figures(source), "compiled": model_figures(optimized)},
             "memory": {"weight_bytes": optimized.weight_bytes, "io_bytes": io_bytes,
-                       "library_bytes": library_bytes},
+                       "library_bytes": library_bytes, **embedded["memory"]},
+            "embed": embedded["embed"],
             "layers": [dataclasses.asdict(layer) for layer in graph.layers(optimized)],
         })
     say(f"wrote {output}")

@@ -33,6 +33,8 @@ class PassContext:
     # A pass may put pass-specific facts here (e.g. what it pruned); the runner moves them
     # into that pass's report entry and clears it for the next pass.
     details: dict[str, Any] = field(default_factory=dict)
+    # The model before the first structural change (set by prune), the teacher for distillation.
+    teacher: Any = None
 
 
 @dataclass(frozen=True)

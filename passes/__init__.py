@@ -1,3 +1,3 @@
 """Built-in graph rewrites, one module per family; importing registers them."""
 
-from . import fold  # noqa: F401
+from . import fold, prune  # noqa: F401

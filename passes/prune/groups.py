@@ -1,0 +1,408 @@
+"""Dependency groups: which channels of a Model must be removed together.
+
+Walks the networkx view (``hwcompile.graph.to_networkx``) in topological order and gives
+every tensor at most one *channel axis*, described position by position with channel ids.
+Each conv/dense output channel gets a fresh id; ops propagate ids (elementwise, pooling,
+batch-norm, permute), re-index them (concat, split), repeat them (reshape/flatten: one
+channel becomes a block of dense inputs) or *couple* them with a union-find (residual adds,
+depthwise convs: in-channel k with out-channels of group k, grouped convs: the same position
+in every group). A *unit* is a union-find class: the channels removed together.
+
+Channels that must stay are *fixed*, with the reason kept for the report: those reaching a
+graph output, and every channel of an operand of an op the analysis does not understand.
+The Relax bindings are consulted only for op attributes (axis, groups, split indices).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import networkx as nx
+import tvm
+from tvm import relax
+
+from hwcompile.graph import to_networkx
+from hwcompile.model import Model
+from hwcompile.rewrite import call_name, dataflow_bindings
+
+Ids = tuple[int, ...]
+
+# Ops that keep every channel where it is.
+_UNARY = {"relax.nn.relu", "relax.nn.gelu", "relax.nn.silu", "relax.sigmoid", "relax.tanh",
+          "relax.clip", "relax.exp", "relax.negative", "relax.abs", "relax.sqrt", "relax.astype",
+          "relax.nn.leakyrelu", "relax.nn.gelu_tanh", "relax.square", "relax.erf"}
+_POOLS = {"relax.nn.max_pool2d", "relax.nn.avg_pool2d", "relax.nn.adaptive_avg_pool2d"}
+_BINARY = {"relax.add", "relax.subtract", "relax.multiply", "relax.divide", "relax.maximum",
+           "relax.minimum", "relax.power"}
+_REDUCE = {"relax.mean", "relax.sum", "relax.max", "relax.min"}
+
+
+@dataclass(frozen=True)
+class Chan:
+    """The channel axis of a tensor and the channel id at each position along it."""
+
+    axis: int
+    ids: Ids
+
+
+@dataclass
+class WeightSlice:
+    """Positions along ``axis`` of weight ``weight`` belong to channel ``ids``."""
+
+    weight: str
+    axis: int
+    ids: Ids
+    layer: str  # the conv/dense/batch-norm layer (its weight name) for reports
+    role: str  # "kernel" (conv/dense weight), "gamma" (batch-norm scale) or "other"
+
+
+@dataclass
+class Space:
+    """A channel count of one layer (conv/dense in or out, a split piece): rounding applies."""
+
+    name: str
+    ids: Ids
+
+
+@dataclass
+class Analysis:
+    parent: list[int] = field(default_factory=list)
+    chan: dict[str, Chan | list[Chan | None]] = field(default_factory=dict)
+    slices: dict[tuple[str, int], WeightSlice] = field(default_factory=dict)
+    spaces: list[Space] = field(default_factory=list)
+    fixed: dict[int, str] = field(default_factory=dict)  # id -> why it must stay
+    source_layer: dict[int, str] = field(default_factory=dict)  # id -> layer creating it
+    depthwise: set[str] = field(default_factory=set)  # conv bindings whose groups follow Cin
+
+    def new_ids(self, n: int, layer: str) -> Ids:
+        start = len(self.parent)
+        self.parent.extend(range(start, start + n))
+        for i in range(start, start + n):
+            self.source_layer[i] = layer
+        return tuple(range(start, start + n))
+
+    def find(self, i: int) -> int:
+        while self.parent[i] != i:
+            self.parent[i] = self.parent[self.parent[i]]
+            i = self.parent[i]
+        return i
+
+    def union(self, a: Ids, b: Ids) -> None:
+        for x, y in zip(a, b):
+            rx, ry = self.find(x), self.find(y)
+            if rx != ry:
+                self.parent[max(rx, ry)] = min(rx, ry)
+
+    def fix(self, ids: Ids, reason: str) -> None:
+        for i in ids:
+            self.fixed.setdefault(i, reason)
+
+    def add_slice(self, weight: str, axis: int, ids: Ids, layer: str, role: str) -> None:
+        """Record a sliced weight axis; a weight shared by two ops couples their channels."""
+        key = (weight, axis)
+        if key in self.slices:
+            self.union(self.slices[key].ids, ids)
+        else:
+            self.slices[key] = WeightSlice(weight, axis, ids, layer, role)
+
+
+@dataclass
+class Unit:
+    root: int
+    ids: list[int]
+
+
+@dataclass
+class Group:
+    """Units that touch the same layers the same way: one ratio and rounding rule apply."""
+
+    layers: list[str]
+    units: list[Unit]
+    counts: dict[int, int]  # space index -> positions one unit holds in that space
+
+
+@dataclass
+class Excluded:
+    layers: list[str]
+    reason: str
+
+
+def _shape(ty) -> tuple:
+    if not isinstance(ty, relax.TensorType) or ty.shape is None:
+        return ()
+    return tuple(int(d) if isinstance(d, tvm.tirx.IntImm) else d for d in ty.shape.values)
+
+
+class _Walker:
+    """One pass over the bindings in topological order, filling an Analysis."""
+
+    def __init__(self, model: Model):
+        self.model = model
+        self.a = Analysis()
+        self.graph = to_networkx(model)
+        self.bindings = {b.var.name: b for b in dataflow_bindings(model.main)}
+        self.weights = {v: v.name for v in model.param_vars}
+
+    # -- helpers --------------------------------------------------------------------------
+    def info(self, expr: relax.Expr) -> Chan | list | None:
+        if isinstance(expr, relax.Var):
+            return self.a.chan.get(expr.name)
+        return None
+
+    def fix_all(self, exprs, reason: str) -> None:
+        for expr in exprs:
+            if isinstance(expr, relax.Tuple):
+                self.fix_all(expr.fields, reason)
+                continue
+            info = self.info(expr)
+            for chan in info if isinstance(info, list) else [info]:
+                if chan is not None:
+                    self.a.fix(chan.ids, reason)
+
+    def weight_name(self, expr: relax.Expr) -> str | None:
+        return self.weights.get(expr) if isinstance(expr, relax.Var) else None
+
+    # -- the walk -------------------------------------------------------------------------
+    def run(self) -> Analysis:
+        for name in nx.topological_sort(self.graph):
+            if name in self.bindings:
+                binding = self.bindings[name]
+                out = self.visit(name, binding.value)
+                if out is not None:
+                    self.a.chan[name] = out
+            elif name.startswith("output:"):
+                for pred in self.graph.predecessors(name):
+                    info = self.a.chan.get(pred)
+                    for chan in info if isinstance(info, list) else [info]:
+                        if chan is not None:
+                            self.a.fix(chan.ids, "reaches a graph output")
+        return self.a
+
+    def visit(self, name: str, value: relax.Expr):
+        if isinstance(value, relax.TupleGetItem):
+            info = self.info(value.tuple_value)
+            return info[value.index] if isinstance(info, list) else None
+        op = call_name(value)
+        handler = {"relax.nn.conv2d": self.conv2d, "relax.matmul": self.matmul,
+                   "relax.nn.batch_norm": self.batch_norm, "relax.concat": self.concat,
+                   "relax.split": self.split, "relax.reshape": self.reshape,
+                   "relax.permute_dims": self.permute}.get(op)
+        if handler is not None:
+            return handler(name, value)
+        if op in _UNARY or (op in _POOLS and value.attrs.layout == "NCHW"):
+            return self.info(value.args[0])
+        if op in _BINARY:
+            return self.binary(name, value)
+        if op in _REDUCE:
+            return self.reduce(value)
+        self.fix_all(value.args if isinstance(value, relax.Call) else [value],
+                     f"used by {op or type(value).__name__} ({name}), which pruning does not handle")
+        return None
+
+    def conv2d(self, name: str, call: relax.Call):
+        x, w = call.args
+        attrs = call.attrs
+        weight = self.weight_name(w)
+        if weight is None or attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW" \
+                or attrs.out_layout not in ("NCHW", ""):
+            self.fix_all(call.args, f"conv2d {name} has a computed weight or a non-NCHW layout")
+            return None
+        cout, cin_g = _shape(w.ty)[:2]
+        groups = int(attrs.groups)
+        out = self.a.new_ids(cout, weight)
+        self.a.add_slice(weight, 0, out, weight, "kernel")
+        self.a.spaces.append(Space(f"{weight}:out", out))
+        xin = self.info(x)
+        if xin is not None and xin.axis != 1:
+            self.a.fix(xin.ids, f"conv2d {name} reads channels on a non-channel axis")
+            xin = None
+        cout_g = cout // groups
+        if groups == 1:
+            if xin is not None:
+                self.a.add_slice(weight, 1, xin.ids, weight, "kernel")
+                self.a.spaces.append(Space(f"{weight}:in", xin.ids))
+        elif cin_g == 1:  # depthwise (multiplier cout_g): in-channel k owns out-channels of group k
+            self.a.depthwise.add(name)
+            ins = xin.ids if xin is not None else self.a.new_ids(groups, weight)
+            if xin is None:
+                self.a.fix(ins, f"depthwise conv {name} reads an untracked tensor")
+            self.a.union(tuple(i for i in ins for _ in range(cout_g)), out)
+        else:  # grouped: keep the groups uniform by removing the same position in every group
+            for g in range(1, groups):
+                self.a.union(out[:cout_g], out[g * cout_g:(g + 1) * cout_g])
+            if xin is not None:
+                for g in range(1, groups):
+                    self.a.union(xin.ids[:cin_g], xin.ids[g * cin_g:(g + 1) * cin_g])
+                self.a.add_slice(weight, 1, xin.ids[:cin_g], weight, "kernel")
+                self.a.spaces.append(Space(f"{weight}:in", xin.ids))
+        return Chan(1, out)
+
+    def matmul(self, name: str, call: relax.Call):
+        x, w = call.args
+        weight = self.weight_name(w)
+        w_shape = _shape(w.ty)
+        x_ndim = len(_shape(x.ty))
+        if weight is None or len(w_shape) != 2:
+            self.fix_all(call.args, f"matmul {name} multiplies two activations")
+            return None
+        xin = self.info(x)
+        if xin is not None and xin.axis == x_ndim - 1:
+            self.a.add_slice(weight, 0, xin.ids, weight, "kernel")
+            self.a.spaces.append(Space(f"{weight}:in", xin.ids))
+        elif xin is not None:  # channels on a batch-like axis pass through unchanged
+            return xin
+        out = self.a.new_ids(w_shape[1], weight)
+        self.a.add_slice(weight, 1, out, weight, "kernel")
+        self.a.spaces.append(Space(f"{weight}:out", out))
+        return Chan(x_ndim - 1, out)
+
+    def batch_norm(self, name: str, call: relax.Call):
+        x = call.args[0]
+        xin = self.info(x)
+        axis = int(call.attrs.axis) % len(_shape(x.ty))
+        if xin is None or xin.axis != axis:
+            self.fix_all(call.args[:1], f"batch_norm {name} normalizes a non-channel axis")
+            return None
+        layer = self.weight_name(call.args[1]) or name
+        for index, arg in enumerate(call.args[1:5], start=1):
+            weight = self.weight_name(arg)
+            if weight is None:
+                self.a.fix(xin.ids, f"batch_norm {name} has computed statistics")
+                return None
+            self.a.add_slice(weight, 0, xin.ids, layer, "gamma" if index == 1 else "other")
+        return [xin, Chan(0, xin.ids), Chan(0, xin.ids)]
+
+    def binary(self, name: str, call: relax.Call):
+        out_shape = _shape(call.ty)
+        chans = [self.info(a) for a in call.args]
+        tracked = [c for c in chans if c is not None]
+        if not tracked:
+            return None
+        # Align every operand's channel axis to the output's (numpy broadcasting from the right).
+        axes = {c.axis + len(out_shape) - len(_shape(a.ty)) for a, c in zip(call.args, chans) if c}
+        if len(axes) != 1:
+            self.fix_all(call.args, f"{call_name(call)} {name} mixes channel axes")
+            return None
+        axis = axes.pop()
+        ids = tracked[0].ids
+        for chan in tracked[1:]:
+            if len(chan.ids) == len(ids):
+                self.a.union(ids, chan.ids)
+            else:
+                self.fix_all(call.args, f"{call_name(call)} {name} broadcasts channels")
+                return None
+        for arg, chan in zip(call.args, chans):
+            if chan is not None:
+                continue
+            shape = _shape(arg.ty)
+            local = axis - (len(out_shape) - len(shape))
+            if local < 0 or shape[local] == 1:
+                continue  # does not vary along the channel axis
+            weight = self.weight_name(arg)
+            if weight is not None:
+                self.a.add_slice(weight, local, ids, weight, "other")
+            else:
+                self.a.fix(ids, f"{call_name(call)} {name} combines channels with an untracked tensor")
+        return Chan(axis, ids)
+
+    def reduce(self, call: relax.Call):
+        chan = self.info(call.args[0])
+        if chan is None:
+            return None
+        ndim = len(_shape(call.args[0].ty))
+        axes = list(range(ndim)) if call.attrs.axis is None else \
+            [int(a) % ndim for a in call.attrs.axis]
+        if chan.axis in axes:
+            self.a.fix(chan.ids, f"{call_name(call)} reduces over channels")
+            return None
+        if call.attrs.keepdims:
+            return chan
+        return Chan(chan.axis - sum(a < chan.axis for a in axes), chan.ids)
+
+    def concat(self, name: str, call: relax.Call):
+        fields = call.args[0].fields
+        axis = int(call.attrs.axis) % len(_shape(call.ty))
+        chans = [self.info(f) for f in fields]
+        if all(c is None for c in chans):
+            return None
+        if all(c is not None and c.axis == axis for c in chans):
+            return Chan(axis, tuple(i for c in chans for i in c.ids))
+        self.fix_all(fields, f"concat {name} joins tensors along a non-channel axis")
+        return None
+
+    def split(self, name: str, call: relax.Call):
+        chan = self.info(call.args[0])
+        if chan is None:
+            return None
+        axis = int(call.attrs.axis) % len(_shape(call.args[0].ty))
+        pieces = [_shape(f)[axis] for f in call.ty.fields]
+        if chan.axis != axis:
+            return [Chan(chan.axis, chan.ids) for _ in pieces]
+        result, start = [], 0
+        for index, size in enumerate(pieces):
+            ids = chan.ids[start:start + size]
+            self.a.spaces.append(Space(f"{name}[{index}]", ids))
+            result.append(Chan(axis, ids))
+            start += size
+        return result
+
+    def reshape(self, name: str, call: relax.Call):
+        chan = self.info(call.args[0])
+        if chan is None:
+            return None
+        src, dst = _shape(call.args[0].ty), _shape(call.ty)
+        a = chan.axis
+        # Supported: dims before the channel axis kept as they are, and the channel axis
+        # merged with the following dims into one output axis (flatten before a dense layer);
+        # dims after that may regroup freely.
+        if isinstance(call.args[1], relax.ShapeExpr) and len(dst) > a and isinstance(dst[a], int) \
+                and all(str(s) == str(d) for s, d in zip(src[:a], dst[:a])):
+            size, end = 1, a
+            while end < len(src) and isinstance(src[end], int) and size < dst[a]:
+                size, end = size * src[end], end + 1
+            if size == dst[a]:  # the prefix matches too, so the trailing dims only regroup
+                block = size // len(chan.ids)
+                return Chan(a, tuple(i for i in chan.ids for _ in range(block)))
+        self.a.fix(chan.ids, f"reshape {name} splits or moves the channel axis")
+        return None
+
+    def permute(self, name: str, call: relax.Call):
+        chan = self.info(call.args[0])
+        if chan is None:
+            return None
+        ndim = len(_shape(call.args[0].ty))
+        axes = list(range(ndim))[::-1] if call.attrs.axes is None else [int(x) for x in call.attrs.axes]
+        return Chan(axes.index(chan.axis), chan.ids)
+
+
+def analyze(model: Model, ignore: list[str] = ()) -> tuple[Analysis, list[Group], list[Excluded]]:
+    """Channel analysis of ``model``: the prunable groups and the excluded ones (with why).
+
+    ``ignore`` names layers (weight names or their prefixes) whose output channels stay.
+    """
+    a = _Walker(model).run()
+    for i, layer in a.source_layer.items():
+        if any(layer == p or layer.startswith((p + ".", p + "_")) for p in ignore):
+            a.fix((i,), f"layer {layer} is in ignore")
+    members: dict[int, list[int]] = defaultdict(list)
+    for i in range(len(a.parent)):
+        members[a.find(i)].append(i)
+    positions: dict[int, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    for index, space in enumerate(a.spaces):
+        for i in space.ids:
+            positions[a.find(i)][index] += 1
+    groups: dict[tuple, Group] = {}
+    excluded: dict[tuple, Excluded] = {}
+    for root, ids in members.items():
+        layers = sorted({a.source_layer[i] for i in ids})
+        reasons = sorted({a.fixed[i] for i in ids if i in a.fixed})
+        if reasons:
+            key = (tuple(layers), reasons[0])
+            excluded.setdefault(key, Excluded(layers, "; ".join(reasons)))
+            continue
+        counts = dict(sorted(positions[root].items()))
+        key = (tuple(layers), tuple(counts.items()))
+        group = groups.setdefault(key, Group(layers, [], counts))
+        group.units.append(Unit(root, ids))
+    return a, list(groups.values()), list(excluded.values())

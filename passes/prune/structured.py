@@ -1,0 +1,222 @@
+"""The ``prune`` pass: structured channel pruning that physically removes channels.
+
+Weights are sliced, conv ``groups``, split indices and reshape targets are rewritten, and
+``rebuild`` re-infers every shape, so the result is a smaller Relax graph (not masks).
+Kept channel counts respect the target's channel multiple (``round_to``): a layer whose
+count is a multiple of it before stays one after (or becomes a divisor of it, below one
+vector), so it never gets a ragged vector tail that makes it slower than unpruned.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from tvm import relax
+
+from hwcompile.errors import PassError
+from hwcompile.model import Model
+from hwcompile.pipeline import PassContext, register_pass
+from hwcompile.rewrite import RebuildContext, call_name, rebuild
+
+from . import data, importance
+from .groups import Analysis, Chan, Group, analyze
+
+
+def check_ratio(ratio: float, name: str = "ratio") -> None:
+    if not 0.0 <= ratio < 1.0:
+        raise PassError(f"{name}={ratio} is outside [0, 1): it is the fraction of channels "
+                        "(or weights) to remove, e.g. 0.3")
+
+
+def _space_ok(size: int, removed: int, round_to: int, max_layer_ratio: float) -> bool:
+    kept = size - removed
+    if removed == 0:
+        return True
+    if kept <= 0 or removed > max_layer_ratio * size:
+        return False
+    # A count that was a whole number of vectors stays one, or becomes a divisor of the
+    # vector width (8 of 16 lanes: half vectors, no ragged tail).
+    return size % round_to != 0 or kept % round_to == 0 or (kept < round_to and round_to % kept == 0)
+
+
+def plan(analysis: Analysis, groups: list[Group], scores: list[np.ndarray], ratio: float,
+         scope: str, max_layer_ratio: float, round_to: int) -> tuple[set[int], list[int]]:
+    """Units (union-find roots) to remove, and how many per group.
+
+    Local: each group removes ``ratio`` of its units. Global: the lowest-scored ``ratio`` of
+    all units (scores are normalized per group). Either way each group's count is moved to
+    the nearest count that keeps every layer it touches valid (``_space_ok``); groups are
+    settled in order against the counts already removed, so shared layers stay valid.
+    """
+    if scope == "global":
+        flat = sorted((s, g, u) for g, group_scores in enumerate(scores)
+                      for u, s in enumerate(group_scores))
+        wanted = [0] * len(groups)
+        for _, g, _ in flat[:round(ratio * len(flat))]:
+            wanted[g] += 1
+    else:
+        wanted = [round(ratio * len(group.units)) for group in groups]
+    removed_in = [0] * len(analysis.spaces)
+    removed: set[int] = set()
+    counts = []
+    for group, group_scores, target in zip(groups, scores, wanted):
+        options = sorted(range(len(group.units) + 1), key=lambda n: (abs(n - target), n))
+        n = next(n for n in options if all(
+            _space_ok(len(analysis.spaces[s].ids), removed_in[s] + n * c, round_to, max_layer_ratio)
+            for s, c in group.counts.items()))
+        for s, c in group.counts.items():
+            removed_in[s] += n * c
+        for u in np.argsort(group_scores, kind="stable")[:n]:
+            removed.add(group.units[u].root)
+        counts.append(n)
+    return removed, counts
+
+
+def apply(model: Model, analysis: Analysis, removed: set[int]) -> Model:
+    """Rebuild ``model`` without the channels of the ``removed`` units."""
+
+    def keep(ids: tuple[int, ...]) -> np.ndarray:
+        return np.array([analysis.find(i) not in removed for i in ids], dtype=bool)
+
+    sliced: dict[str, np.ndarray] = {}
+    for s in analysis.slices.values():
+        mask = keep(s.ids)
+        if not mask.all():
+            value = sliced.get(s.weight, model.params[s.weight])
+            sliced[s.weight] = np.compress(mask, value, axis=s.axis)
+    new_vars: dict[str, relax.Var] = {}
+
+    def operand(rc: RebuildContext, arg: relax.Expr) -> relax.Expr:
+        name = rc.weight_name(arg)
+        if name in sliced:
+            if name not in new_vars:
+                new_vars[name] = rc.param(name, sliced[name])
+            return new_vars[name]
+        return rc.arg(arg)
+
+    def rewrite(rc: RebuildContext, binding: relax.VarBinding):
+        value, name = binding.value, binding.var.name
+        op = call_name(value)
+        if op is None:
+            return None
+        args = [operand(rc, a) for a in value.args]
+        if op == "relax.nn.conv2d" and name in analysis.depthwise:
+            a = value.attrs
+            groups = int(keep(analysis.chan[value.args[0].name].ids).sum()) \
+                if value.args[0].name in analysis.chan else int(a.groups)
+            return relax.op.nn.conv2d(args[0], args[1], a.strides, a.padding, a.dilation, groups,
+                                      a.data_layout, a.kernel_layout, a.out_layout,
+                                      a.out_dtype or None)
+        chan = analysis.chan.get(name)
+        if op == "relax.split" and isinstance(chan, list) and chan and chan[0] is not None \
+                and chan[0].axis == int(value.attrs.axis) % value.args[0].ty.ndim:
+            sizes = np.cumsum([int(keep(c.ids).sum()) for c in chan])[:-1]
+            return relax.op.split(args[0], [int(s) for s in sizes], int(value.attrs.axis))
+        if op == "relax.reshape" and isinstance(chan, Chan):
+            dims = list(value.args[1].values)
+            dims[chan.axis] = int(keep(chan.ids).sum())
+            return relax.op.reshape(args[0], relax.ShapeExpr(dims))
+        return relax.Call(value.op, args, value.attrs, value.ty_args)
+
+    return rebuild(model, rewrite)
+
+
+def _layer_channels(model: Model, analysis: Analysis, removed: set[int]) -> dict[str, str]:
+    out = {}
+    for space in analysis.spaces:
+        if space.name.endswith(":out"):
+            kept = sum(analysis.find(i) not in removed for i in space.ids)
+            if kept != len(space.ids):
+                out[space.name[:-4]] = f"{len(space.ids)} -> {kept}"
+    return out
+
+
+def prune_once(model: Model, *, ratio: float, criterion: str, scope: str, max_layer_ratio: float,
+               round_to: int, ignore: list[str], aggregate: str, normalize: str,
+               grads: dict[str, np.ndarray] | None) -> tuple[Model, dict]:
+    """One pruning step; returns the pruned model and its report details."""
+    analysis, groups, excluded = analyze(model, ignore)
+    skipped = [{"layers": e.layers, "reason": e.reason} for e in excluded]
+    if not groups:
+        why = "; ".join(f"{', '.join(e.layers)}: {e.reason}" for e in excluded) or "no conv/dense layers"
+        raise PassError(f"prune: nothing prunable in this model ({why})")
+    scores, notes = importance.unit_scores(model, analysis, groups, criterion, aggregate,
+                                           normalize, grads)
+    removed, counts = plan(analysis, groups, scores, ratio, scope, max_layer_ratio, round_to)
+    pruned = apply(model, analysis, removed) if removed else model
+    details = {
+        "groups": [{"layers": g.layers, "units": len(g.units), "removed": n}
+                   for g, n in zip(groups, counts)],
+        "excluded": skipped,
+        "channels": _layer_channels(model, analysis, removed),
+        "units_removed": f"{sum(counts)} of {sum(len(g.units) for g in groups)}",
+    }
+    if notes:
+        details["notes"] = notes
+    return pruned, details
+
+
+@register_pass("prune")
+def prune(model: Model, ctx: PassContext, *, ratio: float = 0.5,
+          criterion: Literal["magnitude", "l1", "l2", "grad_l1", "grad_l2", "taylor",
+                             "bn_scale"] = "l2",
+          scope: Literal["local", "global"] = "local", max_layer_ratio: float = 0.9,
+          round_to: int | None = None, ignore: list[str] | None = None,
+          aggregate: Literal["mean", "sum", "max"] = "mean",
+          normalize: Literal["none", "mean", "max", "sum"] = "mean",
+          steps: int = 1, finetune_steps: int = 100, lr: float = 1e-3) -> Model:
+    """Structured channel pruning: physically remove the least important channels.
+
+    Coupled channels (residual adds, concat/split, depthwise/grouped convs, flatten->dense)
+    are removed together; graph outputs and ops the analysis does not understand are left
+    alone and listed in the report. ``round_to`` defaults to the target's channel multiple.
+    ``steps`` > 1 prunes iteratively with ``finetune_steps`` of fine-tuning in between
+    (needs calibration data). Gradient criteria (grad_l1, grad_l2, taylor) need calibration data.
+    """
+    from hwcompile.passes.fold import fold_constants
+
+    from .finetune import finetune_model, remember_teacher
+
+    check_ratio(ratio)
+    importance.check_criterion(criterion)
+    check_ratio(max_layer_ratio - 1e-9, "max_layer_ratio")
+    if scope not in ("local", "global"):
+        raise PassError(f"prune: scope '{scope}' is not local or global")
+    if aggregate not in importance.AGGREGATES or normalize not in importance.NORMALIZATIONS:
+        raise PassError(f"prune: aggregate must be one of {importance.AGGREGATES}, normalize "
+                        f"one of {importance.NORMALIZATIONS}")
+    if steps < 1:
+        raise PassError(f"prune: steps={steps} must be at least 1")
+    multiple = getattr(ctx.constraints, "channel_multiple", 1)
+    round_to = multiple if round_to is None else round_to
+    if round_to < 1:
+        raise PassError(f"prune: round_to={round_to} must be at least 1")
+    needs_data = criterion in importance.GRADIENT_CRITERIA or steps > 1
+    samples = data.load(ctx.calibration, model, f"prune(criterion={criterion}, steps={steps})") \
+        if needs_data else None
+    # Weight-only subgraphs (e.g. a Gemm's transposed weight) become named weights first,
+    # so every conv/dense weight the analysis sees is a parameter it can slice.
+    model = fold_constants(model, ctx)
+    remember_teacher(ctx, model)
+    done = 0.0
+    all_details = []
+    for step in range(1, steps + 1):
+        target = ratio * step / steps  # cumulative fraction of the original channels
+        step_ratio = 1.0 - (1.0 - target) / (1.0 - done)
+        grads = None
+        if criterion in importance.GRADIENT_CRITERIA:
+            ctx.progress(f"prune: gradients on {len(samples[0])} calibration samples")
+            grads = importance.gradients(model, *samples)
+        model, details = prune_once(model, ratio=step_ratio, criterion=criterion, scope=scope,
+                                    max_layer_ratio=max_layer_ratio, round_to=round_to,
+                                    ignore=ignore or [], aggregate=aggregate,
+                                    normalize=normalize, grads=grads)
+        all_details.append(details)
+        done = target
+        if step < steps:
+            ctx.progress(f"prune: step {step}/{steps} done, fine-tuning {finetune_steps} steps")
+            model = finetune_model(model, *samples, steps=finetune_steps, lr=lr)
+    ctx.details.update(all_details[-1] if steps == 1 else {"steps": all_details})
+    ctx.details["round_to"] = round_to
+    return model
