@@ -14,7 +14,8 @@ from onnx import shape_inference
 from .errors import InputError, ModelLoadError, UnsupportedOpError
 from .model import Dim, Model, TensorSpec, shape_of
 
-# The importer converts most ops from opset 13 on; older models are upgraded first.
+# Many of the importer's converters start at opset 13; older models are upgraded to it when
+# a node would otherwise be converted with a newer opset's semantics.
 MIN_OPSET = 13
 _ONNX_DTYPES = {
     onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16",
@@ -103,6 +104,18 @@ def _value_spec(vi: onnx.ValueInfoProto) -> TensorSpec:
     return TensorSpec(vi.name, tuple(dims), dtype)
 
 
+def _drop_initializer_inputs(proto: onnx.ModelProto) -> None:
+    """Old exporters list every initializer as a graph input too; the importer would then
+    make two parameters of one weight. Since IR version 4 they need not be listed."""
+    initializers = {init.name for init in proto.graph.initializer}
+    if not any(vi.name in initializers for vi in proto.graph.input):
+        return
+    kept = [vi for vi in proto.graph.input if vi.name not in initializers]
+    del proto.graph.input[:]
+    proto.graph.input.extend(kept)
+    proto.ir_version = max(proto.ir_version, 4)
+
+
 def _fix_input_shapes(proto: onnx.ModelProto, shapes: Mapping[str, tuple[int, ...]], source: str) -> None:
     inputs = {vi.name: vi for vi in _graph_inputs(proto)}
     for name, shape in shapes.items():
@@ -119,6 +132,60 @@ def _fix_input_shapes(proto: onnx.ModelProto, shapes: Mapping[str, tuple[int, ..
                                  f"contradicts the model's fixed shape {_value_spec(inputs[name]).shape}")
             dim.Clear()
             dim.dim_value = size
+
+
+def _needs_upgrade(proto: onnx.ModelProto) -> bool:
+    """True when the importer has no converter version at or below the model's opset for
+    some node: it would then silently apply a newer opset's semantics to that node."""
+    from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
+
+    opset, converters = _default_opset(proto), _get_convert_map()
+    for node in proto.graph.node:
+        converter = converters.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+        versions = [int(a[len("_impl_v"):]) for a in dir(converter) if a.startswith("_impl_v")]
+        if versions and min(versions) > opset:
+            return True
+    return False
+
+
+def _upgrade_opset(proto: onnx.ModelProto, source: str) -> tuple[onnx.ModelProto, int | None]:
+    """(model, original opset) upgraded to MIN_OPSET when needed; unchanged otherwise."""
+    opset = _default_opset(proto)
+    if opset >= MIN_OPSET or not _needs_upgrade(proto):
+        return proto, None
+    try:
+        return onnx.version_converter.convert_version(proto, MIN_OPSET), opset
+    except Exception as err:
+        raise ModelLoadError(f"{source}: opset {opset} needs an upgrade to {MIN_OPSET} for the "
+                             f"importer, and ONNX's converter failed: {_first_line(err)}") from None
+
+
+def _unique_weight_names(names: list[str], source: str) -> None:
+    seen = set()
+    for name in names:
+        if name in seen:
+            raise ModelLoadError(f"{source}: two weights are both named '{name}'; rename one")
+        seen.add(name)
+
+
+def _structural_initializers_to_constants(proto: onnx.ModelProto) -> None:
+    """Integer initializers are shapes, axes, indices and positions, not weights: make them
+    Constant nodes so the importer folds them as it must (it requires e.g. constant
+    Reshape shapes and sequence positions), while float initializers stay named weights."""
+    structural = [init for init in proto.graph.initializer
+                  if init.data_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16,
+                                            onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16)]
+    if not structural:
+        return
+    constants = [onnx.helper.make_node("Constant", [], [init.name], value=init,
+                                       name=f"{init.name}_constant") for init in structural]
+    names = {init.name for init in structural}
+    kept = [init for init in proto.graph.initializer if init.name not in names]
+    del proto.graph.initializer[:]
+    proto.graph.initializer.extend(kept)
+    nodes = list(proto.graph.node)
+    del proto.graph.node[:]
+    proto.graph.node.extend(constants + nodes)
 
 
 def import_onnx(
@@ -145,29 +212,28 @@ def import_onnx(
         onnx.checker.check_model(proto)
     except onnx.checker.ValidationError as err:
         raise ModelLoadError(f"{source}: invalid ONNX model: {_first_line(err)}") from None
-    if _default_opset(proto) < MIN_OPSET:
-        try:
-            proto = onnx.version_converter.convert_version(proto, MIN_OPSET)
-        except Exception as err:
-            raise ModelLoadError(f"{source}: cannot upgrade opset {_default_opset(proto)} to "
-                                 f"{MIN_OPSET}: {_first_line(err)}") from None
+    _drop_initializer_inputs(proto)
     _fix_input_shapes(proto, input_shapes or {}, source)
+    # Legalization knows each opset's semantics, so it runs on the model's own opset.
+    proto = legalize(proto, input_shapes=input_shapes)
+    proto, upgraded_from = _upgrade_opset(proto, source)
+    _structural_initializers_to_constants(proto)
     try:
         proto = shape_inference.infer_shapes(proto, strict_mode=False)
     except Exception as err:
         raise ModelLoadError(f"{source}: shape inference failed: {_first_line(err)}") from None
-    proto = legalize(proto)  # may rewrite constructs the importer gets wrong or lacks
     check_supported(proto, source)
     inputs = [_value_spec(vi) for vi in _graph_inputs(proto)]
     output_names = [vi.name for vi in proto.graph.output]
     try:
-        mod = from_onnx(proto, opset=max(_default_opset(proto), MIN_OPSET), keep_params_in_input=True)
+        mod = from_onnx(proto, keep_params_in_input=True)
     except Exception as err:
         raise UnsupportedOpError(f"{source}: the Relax importer failed: {_first_line(err)}") from None
     mod, detached = relax.frontend.detach_params(mod)
     main = mod["main"].without_attr("params")
     mod["main"] = main
     weight_vars = main.params[len(inputs):]
+    _unique_weight_names([v.name for v in weight_vars], source)
     params = {v.name: np.asarray(t.numpy()) for v, t in zip(weight_vars, detached.get("main", []))}
     # Output shapes as Relax inferred them (ONNX files often omit them).
     ret = main.ret_ty
@@ -175,6 +241,8 @@ def import_onnx(
     outputs = [TensorSpec(n, shape_of(t), str(t.dtype)) for n, t in zip(output_names, ret_types)]
     # Inputs: Relax's view of the shape (symbolic names preserved), ONNX's names.
     inputs = [TensorSpec(spec.name, shape_of(v.ty), str(v.ty.dtype)) for spec, v in zip(inputs, main.params)]
-    digest = hashlib.sha256(proto.SerializeToString()).hexdigest()
+    annotations: dict = {"source_sha256": hashlib.sha256(proto.SerializeToString()).hexdigest()}
+    if upgraded_from is not None:
+        annotations["opset_upgraded_from"] = upgraded_from
     return Model(mod=mod, params=params, inputs=inputs, outputs=outputs, name=name or source,
-                 annotations={"source_sha256": digest})
+                 annotations=annotations)

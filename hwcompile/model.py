@@ -48,6 +48,8 @@ class TensorSpec:
 
 def shape_of(struct_info: relax.TensorStructInfo) -> tuple[Dim, ...]:
     """Relax tensor shape as ints, with symbolic dims given by their variable's name."""
+    if struct_info.shape is None:  # rank known, sizes not: name each dimension
+        return tuple(f"d{i}" for i in range(max(struct_info.ndim, 0)))
     dims: list[Dim] = []
     for dim in struct_info.shape.values:
         dims.append(int(dim) if isinstance(dim, tvm.tirx.IntImm) else str(dim))
