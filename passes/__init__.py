@@ -1,3 +1,3 @@
 """Built-in graph rewrites, one module per family; importing registers them."""
 
-from . import fold, prune  # noqa: F401
+from . import fold, mixed_precision, prune, quantize  # noqa: F401

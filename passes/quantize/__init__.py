@@ -1,0 +1,116 @@
+"""Post-training int8 quantization: calibrate, pick the target's scheme, rewrite to integers,
+control accuracy, report. See README.md in this folder."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from hwcompile.calibration_data import load_calibration
+from hwcompile.errors import PassError
+from hwcompile.model import Model
+from hwcompile.pipeline import PassContext, register_pass
+from hwcompile.rewrite import dataflow_bindings
+
+from . import accuracy, report
+from .calibration import FloatProbe, collect, tensor_range
+from .rewrite import IntegerEmitter, plan
+from .scheme import resolve_scheme
+
+REPORT_SAMPLES = 256  # samples the per-layer error report runs on
+
+
+@register_pass("quantize")
+def quantize(model: Model, ctx: PassContext, *,
+             method: Literal["minmax", "maxabs", "meanstd", "percentile", "entropy", "mse"] = "mse",
+             granularity: str | None = None, symmetric: bool | None = None,
+             power_of_two: bool | None = None, keep_float: list[str] | None = None,
+             max_drop: float | None = None, eval: str | None = None,
+             bias_correction: bool = True, cache: str | None = None,
+             percentile: float = 99.99, k: float = 3.0) -> Model:
+    """Post-training int8 quantization with calibration data (``--calibration``).
+
+    The target's scheme is the default; ``granularity``/``symmetric``/``power_of_two``
+    override it where the target can execute the result. ``method`` picks activation ranges.
+    ``max_drop`` (e.g. 0.005) keeps the most sensitive layers float until the top-1 drop on
+    ``eval`` (an .npz of inputs and optional ``labels``; default: the calibration data,
+    against the float model's predictions) is within it. ``cache`` is an .npz file for the
+    calibration statistics.
+    """
+    constraints = ctx.constraints
+    scheme = resolve_scheme(constraints.quant_scheme if constraints else None, granularity,
+                            symmetric, power_of_two)
+    data = load_calibration(ctx.calibration, model.inputs)
+    the_plan = plan(model)
+    names = the_plan.layer_names()
+    if not names:
+        raise PassError("pass 'quantize': the model has no conv2d/dense layer with constant "
+                        "weights to quantize")
+    unknown = sorted(set(keep_float or []) - set(names))
+    if unknown:
+        raise PassError(f"pass 'quantize' option 'keep_float': no layer named "
+                        f"{', '.join(unknown)}; layers are {', '.join(names)}")
+    ctx.progress(f"calibrating on {data.num_samples} samples")
+    float_probe = FloatProbe(model)
+    stats, from_cache = collect(float_probe, data, cache, ctx.progress)
+
+    def ranges(key: str) -> tuple[float, float]:
+        return tensor_range(stats[key], method, k=k, percentile=percentile)
+
+    bindings = dataflow_bindings(model.main)
+    input_key = {v: f"in:{s.name}" for v, s in zip(model.main.params, model.inputs)}
+    input_key.update({b.var: f"b{i}" for i, b in enumerate(bindings)})
+    shifts = accuracy.bias_shifts(model, the_plan, stats, scheme,
+                                  lambda core: input_key.get(bindings[core].value.args[0], "")) \
+        if bias_correction else {}
+
+    def make(kept: set[str]) -> IntegerEmitter:
+        return IntegerEmitter(model, the_plan, scheme, ranges, kept, shifts, method)
+
+    kept = set(keep_float or [])
+    emitter = make(kept)
+    quantized = emitter.run()
+    extra: dict = {"calibration_samples": data.num_samples, "statistics_from_cache": from_cache}
+    if max_drop is not None:
+        quantized, emitter, kept, extra["accuracy"] = _control(
+            float_probe, quantized, emitter, kept, names, make, max_drop, eval, data, ctx)
+    positions = sorted({r.position for r in emitter.records} | {len(bindings) - 1})
+    errors = accuracy.layer_errors(float_probe, lambda: make(kept), positions,
+                                   data.head(REPORT_SAMPLES))
+    extra["output_sqnr_db"] = report._number(errors[len(bindings) - 1][0])
+    kept_list = [n for n in names if n in kept]
+    ctx.details.update(report.details(scheme, emitter.records, errors, kept_list,
+                                      model.weight_bytes, quantized.weight_bytes, extra))
+    notes = dict(model.annotations)
+    notes["quantization"] = report.annotations(scheme, emitter.records, emitter.input_qparams,
+                                               kept_list)
+    return quantized.replace(annotations=notes)
+
+
+def _control(float_probe, quantized, emitter, kept, names, make, max_drop, eval_path, data, ctx):
+    """Keep the most sensitive layers float until the drop is within ``max_drop``."""
+    eval_data, labels = accuracy.load_eval(eval_path, float_probe.model, data)
+    evaluator = accuracy.Evaluator(float_probe, eval_data, labels)
+    score = evaluator.score(quantized)
+    steps = [{"kept_float": sorted(kept), "score": score}]
+    order: list[str] | None = None
+    while evaluator.reference - score > max_drop:
+        if order is None:
+            ctx.progress("measuring per-layer sensitivity")
+            sens = accuracy.sensitivity(float_probe, make, names, eval_data.head(REPORT_SAMPLES))
+            order = sorted(names, key=lambda n: sens[n])
+        candidates = [n for n in order if n not in kept]
+        if not candidates:
+            break
+        kept = kept | {candidates[0]}
+        ctx.progress(f"keeping {candidates[0]} in float")
+        emitter = make(kept)
+        quantized = emitter.run()
+        score = evaluator.score(quantized)
+        steps.append({"kept_float": sorted(kept), "score": score})
+    summary = {"metric": "top-1 accuracy" if labels is not None else "top-1 agreement with float",
+               "float": evaluator.reference, "quantized": score,
+               "drop": round(evaluator.reference - score, 6), "max_drop": max_drop,
+               "within_bound": evaluator.reference - score <= max_drop, "steps": steps}
+    if order is not None:
+        summary["sensitivity_order"] = order
+    return quantized, emitter, kept, summary

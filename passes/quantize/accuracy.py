@@ -1,0 +1,113 @@
+"""Accuracy control: bias correction, per-layer error, sensitivity, and keeping layers float.
+
+Bias correction removes the systematic output shift a layer's weight rounding causes:
+E[W_q·x] − E[W·x] = (W_q − W)·E[x], with E[x] the per-channel input means from calibration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from hwcompile.calibration_data import CalibrationSet, load_calibration
+from hwcompile.errors import CalibrationError
+from hwcompile.model import Model
+
+from . import scheme as sc
+from .calibration import FloatProbe, TensorStats
+from .probe import Runner, exposed
+from .rewrite import IntegerEmitter, Plan
+
+
+def bias_shifts(model: Model, the_plan: Plan, stats: dict[str, TensorStats],
+                scheme: sc.Scheme, input_key: Callable[[int], str]) -> dict[str, np.ndarray]:
+    """Per layer, the expected output shift (per output channel) its weight rounding causes."""
+    shifts = {}
+    for layer in the_plan.layers.values():
+        st = stats.get(input_key(layer.core))
+        w = model.params[layer.weight].astype(np.float64)
+        axis = 0 if layer.kind == "conv2d" else 1
+        qp = sc.weight_qparams(w, axis, scheme)
+        dw = sc.dequantize(sc.quantize(w, qp), qp).astype(np.float64) - w
+        if st is None or st.channel_mean.size == 0:
+            continue
+        mean = st.channel_mean
+        if layer.kind == "dense" and mean.size == w.shape[0]:
+            shifts[layer.name] = mean @ dw
+        elif layer.kind == "conv2d" and mean.size == w.shape[1]:  # groups == 1
+            shifts[layer.name] = np.einsum("oihw,i->o", dw, mean)
+        elif layer.kind == "conv2d" and w.shape[1] == 1 and mean.size == w.shape[0]:
+            shifts[layer.name] = dw.sum(axis=(1, 2, 3)) * mean  # depthwise
+    return shifts
+
+
+def run_all(runner: Callable[[dict], list[np.ndarray]], data: CalibrationSet
+            ) -> list[np.ndarray]:
+    """Every output of ``runner`` over the data, concatenated along the batch axis."""
+    outs = [runner(feed) for feed in data]
+    return [np.concatenate([o[i] for o in outs]) for i in range(len(outs[0]))]
+
+
+def layer_errors(float_probe: FloatProbe, make: Callable[[], IntegerEmitter],
+                 positions: list[int], data: CalibrationSet) -> dict[int, tuple[float, float]]:
+    """(SQNR dB, cosine) of each position's quantized value against the float model's."""
+    every = run_all(float_probe, data)
+    want = [every[float_probe.positions.index(p)] for p in positions]
+    got = run_all(Runner(make().run(exposed(float_probe.model, positions))), data)
+    return {p: (sc.sqnr_db(w, g), sc.cosine(w, g)) for p, w, g in zip(positions, want, got)}
+
+
+def _top1(output: np.ndarray) -> np.ndarray:
+    """Per sample, the index of the largest value of the (flattened) first output."""
+    return output.reshape(output.shape[0], -1).argmax(1)
+
+
+class Evaluator:
+    """Top-1 accuracy on labelled data, or top-1 agreement with the float model."""
+
+    def __init__(self, float_probe: FloatProbe, data: CalibrationSet, labels: np.ndarray | None):
+        self.data, self.labels = data, labels
+        output = float_probe.positions.index(len(float_probe.bindings) - 1)
+        self.float_top1 = _top1(run_all(float_probe, data)[output])
+        self.reference = self.score_top1(self.float_top1)
+
+    def score_top1(self, top1: np.ndarray) -> float:
+        target = self.labels if self.labels is not None else self.float_top1
+        return float(np.mean(top1 == target))
+
+    def score(self, model: Model) -> float:
+        top1 = _top1(run_all(Runner(model), self.data)[0])
+        return self.score_top1(top1)
+
+
+def load_eval(path: str | None, model: Model, calibration: CalibrationSet
+              ) -> tuple[CalibrationSet, np.ndarray | None]:
+    """Evaluation data: an .npz with the model inputs (stacked) and optional ``labels``."""
+    if path is None:
+        return calibration, None
+    file = Path(path)
+    if not file.is_file() or file.suffix != ".npz":
+        raise CalibrationError(f"{path}: evaluation data must be an existing .npz file")
+    with np.load(file, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    labels = arrays.pop("labels", None)
+    data = load_calibration(arrays, model.inputs)
+    if labels is not None and labels.reshape(-1).size != data.num_samples:
+        raise CalibrationError(f"{path}: {labels.size} labels for {data.num_samples} samples")
+    return data, None if labels is None else labels.reshape(-1)
+
+
+def sensitivity(float_probe: FloatProbe, make: Callable[[set[str]], IntegerEmitter],
+                names: list[str], data: CalibrationSet) -> dict[str, float]:
+    """Output SQNR (dB) when only one layer is quantized: lower means more sensitive."""
+    output = len(float_probe.bindings) - 1
+    probe = exposed(float_probe.model, [output])
+    want = run_all(float_probe, data)[float_probe.positions.index(output)]
+    result = {}
+    for name in names:
+        emitter = make({n for n in names if n != name})
+        got = run_all(Runner(emitter.run(probe)), data)[0]
+        result[name] = sc.sqnr_db(want, got)
+    return result

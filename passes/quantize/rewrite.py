@@ -1,0 +1,461 @@
+"""The integer rewrite: conv2d/dense layers and the ops between them run on int8 tensors.
+
+A *layer* is conv2d (NCHW/OIHW) or matmul with a 2-D weight, plus an optional bias add and
+ReLU. It becomes: int8 input (padded with its zero point when that is not 0), int8 weight,
+``out_dtype="int32"`` accumulation, int32 bias (with the input zero point's contribution
+folded in), then either requantization to int8 — a fixed-point multiply and rounding right
+shift in int64, or a pure int32 shift under power-of-two scales, then the zero point, a clip
+(ReLU's lower bound is the zero point) and a cast — or, when nothing integer consumes it,
+a dequantization of the int32 accumulator straight to float.
+
+Between layers, residual adds, ReLU, concat, global average pooling (``mean``), max pooling
+and layout ops stay integer when an input is already int8. ``R.quantize``/``R.dequantize``
+appear only where float and integer parts meet. Planning (``plan``) is done once on the
+float model, by binding position, so the same plan rewrites the model and its probes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm_ffi import structural_equal
+
+from hwcompile.model import Model
+from hwcompile.rewrite import RebuildContext, call_name, dataflow_bindings, free_vars, rebuild
+
+from . import scheme as sc
+from .scheme import QParams, Requant, Scheme
+
+_LAYOUT_OPS = ("relax.reshape", "relax.flatten", "relax.permute_dims", "relax.squeeze",
+               "relax.expand_dims")
+_INT_OPS = _LAYOUT_OPS + ("relax.add", "relax.nn.relu", "relax.concat", "relax.mean",
+                          "relax.nn.max_pool2d")
+
+
+@dataclass
+class Layer:
+    """A conv2d/dense layer: binding positions of its parts, and its weights' names."""
+
+    name: str
+    kind: str  # "conv2d" or "dense"
+    core: int
+    weight: str
+    bias: int | None = None
+    bias_weight: str | None = None
+    relu: int | None = None
+
+    @property
+    def tail(self) -> int:
+        return self.relu if self.relu is not None else (self.bias if self.bias is not None
+                                                        else self.core)
+
+
+@dataclass
+class Plan:
+    layers: dict[int, Layer]  # by tail position
+    owner: dict[int, int]  # position folded into another → the position that emits it
+    int_ops: set[int]  # positions of ops that run on int8 when an input is integer
+    fused_relu: dict[int, int] = field(default_factory=dict)  # add position → its ReLU
+
+    def layer_names(self) -> list[str]:
+        return [layer.name for layer in self.layers.values()]
+
+
+def _layer_name(weight: str) -> str:
+    for suffix in (".weight", ".bn", ".permute_dims", "_weight"):
+        cut = weight.find(suffix)
+        if cut > 0:
+            return weight[:cut]
+    return weight
+
+
+def plan(model: Model) -> Plan:
+    """Find the layers and the integer-capable ops of ``model`` (see module docstring)."""
+    rc = RebuildContext(model)
+    bindings = dataflow_bindings(model.main)
+    users: dict[relax.Var, list[int]] = {}
+    for i, b in enumerate(bindings):
+        for var in free_vars(b.value):
+            users.setdefault(var, []).append(i)
+
+    def only_user(var: relax.Var, op: str) -> int | None:
+        used = users.get(var, [])
+        if len(used) == 1 and rc.num_users(var) == 1 and call_name(bindings[used[0]].value) == op:
+            return used[0]
+        return None
+
+    layers: dict[int, Layer] = {}
+    owner: dict[int, int] = {}
+    taken_names: set[str] = set()
+    for i, b in enumerate(bindings):
+        value, op = b.value, call_name(b.value)
+        if op == "relax.nn.conv2d":
+            attrs = value.attrs
+            ok = attrs.data_layout == "NCHW" and attrs.kernel_layout == "OIHW" \
+                and attrs.out_layout == "NCHW"
+            kind = "conv2d"
+        elif op == "relax.matmul":
+            ok, kind = value.args[1].ty.ndim == 2, "dense"
+        else:
+            continue
+        weight = rc.weight_name(value.args[1])
+        if not ok or weight is None or "float" not in str(b.var.ty.dtype):
+            continue
+        name = _layer_name(weight)
+        while name in taken_names:
+            name += "'"
+        taken_names.add(name)
+        layer = Layer(name, kind, i, weight)
+        channels = int(value.args[1].ty.shape[0 if kind == "conv2d" else 1])
+        tail_var = b.var
+        add = only_user(tail_var, "relax.add")
+        if add is not None:
+            other = bindings[add].value.args[1]
+            bias = rc.weight(other)
+            named = rc.weight_name(other) is not None  # inline constants are not folded in
+            if named and bias.size == channels and bindings[add].value.args[0] \
+                    .same_as(tail_var) and (kind == "dense" or bias.shape in
+                                            ((1, channels, 1, 1), (channels, 1, 1))):
+                layer.bias, layer.bias_weight = add, rc.weight_name(other)
+                tail_var = bindings[add].var
+        relu = only_user(tail_var, "relax.nn.relu")
+        if relu is not None:
+            layer.relu = relu
+        for part in (layer.core, layer.bias):
+            if part is not None and part != layer.tail:
+                owner[part] = layer.tail
+        layers[layer.tail] = layer
+
+    int_ops, fused = set(), {}
+    for i, b in enumerate(bindings):
+        if i in owner or i in layers or call_name(b.value) not in _INT_OPS:
+            continue
+        if call_name(b.value) == "relax.add":
+            a, c = b.value.args
+            if rc.weight(a) is not None or rc.weight(c) is not None or \
+                    not structural_equal(a.ty.shape, c.ty.shape):
+                continue  # only tensor + tensor of one shape (residual adds)
+            relu = only_user(b.var, "relax.nn.relu")
+            if relu is not None:
+                fused[i] = relu
+                owner[i] = relu
+                int_ops.add(relu)
+                continue
+        if call_name(b.value) == "relax.concat" and not isinstance(b.value.args[0], relax.Tuple):
+            continue
+        if call_name(b.value) == "relax.mean" and not _static_reduction(b.value):
+            continue
+        int_ops.add(i)
+    return Plan(layers, owner, int_ops, fused)
+
+
+def _static_reduction(mean: relax.Call) -> bool:
+    shape = mean.args[0].ty.shape.values
+    axes = mean.attrs.axis
+    return axes is not None and all(isinstance(shape[int(a)], tvm.tirx.IntImm) for a in axes)
+
+
+# ---- emitting integer code ----------------------------------------------------------------
+
+def _const(value, dtype: str) -> relax.Constant:
+    return relax.const(np.asarray(value).astype(dtype), dtype)
+
+
+def _channel_shape(kind: str, ndim: int, channels: int) -> tuple[int, ...]:
+    if kind == "dense":
+        return (channels,)
+    shape = [1] * ndim
+    shape[1] = channels
+    return tuple(shape)
+
+
+@dataclass
+class LayerRecord:
+    """What the rewrite chose for one layer or integer op (for annotations and the report)."""
+
+    name: str
+    op: str
+    input: list[QParams]
+    output: QParams | None  # None: the output is float
+    weight: QParams | None = None
+    requant: Requant | None = None
+    position: int = -1
+    range_method: str = ""
+
+    def to_json(self) -> dict:
+        out = {"op": self.op, "input": [q.to_json() for q in self.input],
+               "output": self.output.to_json() if self.output else "float32",
+               "range_method": self.range_method}
+        if self.weight is not None:
+            out["weight"] = self.weight.to_json()
+        if self.requant is not None:
+            out["requant"] = self.requant.to_json()
+        return out
+
+
+class IntegerEmitter:
+    """Rewrites one model following a Plan; call ``run`` once."""
+
+    def __init__(self, model: Model, the_plan: Plan, scheme: Scheme,
+                 ranges: Callable[[str], tuple[float, float]], keep_float: set[str],
+                 bias_shift: dict[str, np.ndarray] | None = None, range_method: str = ""):
+        self.model, self.plan, self.scheme = model, the_plan, scheme
+        self.ranges, self.keep_float = ranges, keep_float
+        self.bias_shift = bias_shift or {}
+        self.range_method = range_method
+        self.records: list[LayerRecord] = []
+        self.input_qparams: dict[str, QParams] = {}
+        self.q: dict[relax.Var, tuple[relax.Expr, QParams]] = {}
+        bindings = dataflow_bindings(model.main)
+        self.bindings = bindings
+        self.key = {b.var: f"b{i}" for i, b in enumerate(bindings)}
+        self.key.update({v: f"in:{s.name}" for v, s in zip(model.main.params, model.inputs)})
+        self.quantized = self._quantized_positions()
+        users: dict[relax.Var, list[int]] = {}
+        for i, b in enumerate(bindings):
+            for var in free_vars(b.value):
+                users.setdefault(var, []).append(i)
+        # A layer's output is int8 only when an integer op or layer consumes it.
+        self.int8_out = {t for t in self.quantized if
+                         any(the_plan.owner.get(u, u) in self.quantized
+                             for u in users.get(bindings[t].var, []))}
+
+    def _quantized_positions(self) -> set[int]:
+        """Layers (minus kept-float ones) and integer ops reachable from them."""
+        done: set[relax.Var] = set()
+        quantized: set[int] = set()
+        fused_add = {relu: add for add, relu in self.plan.fused_relu.items()}
+        for i, b in enumerate(self.bindings):
+            layer = self.plan.layers.get(i)
+            if layer is not None and layer.name not in self.keep_float:
+                quantized.add(i)
+                done.add(b.var)
+            elif i in self.plan.int_ops:
+                source = self.bindings[fused_add[i]].value if i in fused_add else b.value
+                if any(v in done for v in free_vars(source)):
+                    quantized.add(i)
+                    done.add(b.var)
+        return quantized
+
+    def qparams_of(self, old: relax.Var) -> QParams:
+        lo, hi = self.ranges(self.key[old])
+        return sc.activation_qparams(lo, hi, self.scheme)
+
+    def int8(self, rc: RebuildContext, old: relax.Var) -> tuple[relax.Expr, QParams]:
+        """The int8 form of an old tensor, quantizing it at a float boundary if needed."""
+        if old not in self.q:
+            qp = self.qparams_of(old)
+            expr = rc.emit(relax.op.quantize(rc.arg(old), _const(qp.scale, "float32"),
+                                             _const(qp.zero_point, "int8"), out_dtype="int8"),
+                           "quantize")
+            self.q[old] = (expr, qp)
+            if self.key[old].startswith("in:"):
+                self.input_qparams[self.key[old][3:]] = qp
+        return self.q[old]
+
+    def _finish(self, rc, old_var, q_expr, qp) -> relax.Expr:
+        """Record ``old_var``'s int8 form; return its float view (dead unless used)."""
+        q_expr = rc.emit(q_expr, "q")
+        self.q[old_var] = (q_expr, qp)
+        return relax.op.dequantize(q_expr, _const(qp.scale, "float32"),
+                                   _const(qp.zero_point, "int8"), out_dtype="float32")
+
+    def _requant(self, rc, acc: relax.Expr, rq: Requant, qp_out: QParams, low: int,
+                 shape: tuple[int, ...]) -> relax.Expr:
+        """int32 ``acc`` → int8 via ``rq``, + zero point, clip to [low, 127]."""
+        if rq.multiplier is None:  # power of two: int32 shifts only
+            shift = rq.shift.reshape(shape) if rq.shift.ndim else rq.shift
+            left, right = np.maximum(-shift, 0), np.maximum(shift, 0)
+            value = acc
+            if np.any(left):
+                value = rc.emit(relax.op.left_shift(value, _const(left, "int32")))
+            if np.any(right):
+                rounding = (np.int64(1) << right) >> 1
+                value = rc.emit(relax.op.add(value, _const(rounding, "int32")))
+                value = rc.emit(relax.op.right_shift(value, _const(right, "int32")))
+            dtype = "int32"
+        else:
+            multiplier = rq.multiplier.reshape(shape) if rq.multiplier.ndim else rq.multiplier
+            mult = rc.param(rc.unique_name("requant_multiplier"), multiplier.astype(np.int32)) \
+                if multiplier.ndim else _const(multiplier, "int32")
+            wide = rc.emit(relax.op.astype(acc, "int64"))
+            value = rc.emit(relax.op.multiply(wide, relax.op.astype(mult, "int64")
+                                              if multiplier.ndim else _const(multiplier, "int64")))
+            shift = int(rq.shift)
+            if shift:
+                value = rc.emit(relax.op.add(value, _const(np.int64(1) << (shift - 1), "int64")))
+                value = rc.emit(relax.op.right_shift(value, _const(shift, "int64")))
+            dtype = "int64"
+        value = rc.emit(relax.op.add(value, _const(qp_out.zero_point, dtype)))
+        value = rc.emit(relax.op.clip(value, int(low),
+                                      int(qp_out.qmax)))
+        return relax.op.astype(value, "int8")
+
+    # -- layers --
+    def layer(self, rc: RebuildContext, layer: Layer, tail_var: relax.Var) -> relax.Expr:
+        core = self.bindings[layer.core].value
+        q_x, qp_x = self.int8(rc, core.args[0])
+        w = self.model.params[layer.weight].astype(np.float64)
+        axis = 0 if layer.kind == "conv2d" else 1
+        qp_w = sc.weight_qparams(w, axis, self.scheme)
+        w_q = sc.quantize(w, qp_w)
+        channels = w.shape[axis]
+        bias = np.zeros(channels) if layer.bias_weight is None else \
+            self.model.params[layer.bias_weight].astype(np.float64).reshape(-1)
+        bias = bias - self.bias_shift.get(layer.name, 0.0)
+        s_acc = np.broadcast_to(qp_x.scale * qp_w.scale, (channels,)).astype(np.float64)
+        zp_x = int(qp_x.zero_point)
+        reduce_axes = tuple(a for a in range(w.ndim) if a != axis)
+        w_sum = w_q.astype(np.int64).sum(axis=reduce_axes)
+        bias_q = np.round(bias / s_acc).astype(np.int64) - zp_x * w_sum
+        if np.abs(bias_q).max(initial=0) >= 2 ** 31:
+            raise ValueError(f"layer '{layer.name}': quantized bias overflows int32")
+        w_param = rc.param(rc.unique_name(f"{layer.name}.weight_int8"), w_q)
+        out_ndim = tail_var.ty.ndim
+        shape = _channel_shape(layer.kind, out_ndim, channels)
+        if layer.kind == "conv2d":
+            a = core.attrs
+            padding = [int(p) for p in a.padding]
+            data = q_x
+            if zp_x != 0 and any(padding):  # pad with the zero point: the value of real 0
+                top, left, bottom, right = padding
+                data = rc.emit(relax.op.nn.pad(q_x, [0, 0, 0, 0, top, bottom, left, right],
+                                               pad_value=float(zp_x)))
+                padding = [0, 0, 0, 0]
+            acc = rc.emit(relax.op.nn.conv2d(
+                data, w_param, strides=[int(s) for s in a.strides], padding=padding,
+                dilation=[int(d) for d in a.dilation], groups=int(a.groups),
+                out_dtype="int32"))
+        else:
+            acc = rc.emit(relax.op.matmul(q_x, w_param, out_dtype="int32"))
+        if np.any(bias_q):
+            bias_param = rc.param(rc.unique_name(f"{layer.name}.bias_int32"),
+                                  bias_q.astype(np.int32).reshape(shape))
+            acc = rc.emit(relax.op.add(acc, bias_param))
+        record = LayerRecord(layer.name, layer.kind, [qp_x], None, qp_w, None, layer.tail,
+                             self.range_method)
+        self.records.append(record)
+        if layer.tail not in self.int8_out:  # dequantize the accumulator to float
+            scale = rc.param(rc.unique_name(f"{layer.name}.out_scale"),
+                             s_acc.astype(np.float32).reshape(shape))
+            value = rc.emit(relax.op.multiply(relax.op.astype(acc, "float32"), scale))
+            return relax.op.nn.relu(value) if layer.relu is not None else value
+        qp_out = self.qparams_of(tail_var)
+        record.output = qp_out
+        record.requant = sc.requant_params(s_acc / qp_out.scale, self.scheme.power_of_two)
+        low = int(qp_out.zero_point) if layer.relu is not None else qp_out.qmin
+        q = self._requant(rc, acc, record.requant, qp_out, low, shape)
+        return self._finish(rc, tail_var, q, qp_out)
+
+    # -- integer ops between layers --
+    def _rescale_sum(self, rc, terms: list[tuple[relax.Expr, QParams]], qp_out: QParams,
+                     low: int) -> relax.Expr:
+        """int8 ``sum((q_i − zp_i)·s_i) / s_out + zp_out``, rounded and clipped."""
+        real = np.array([float(qp.scale) / float(qp_out.scale) for _, qp in terms])
+        rq = sc.requant_params(real, self.scheme.power_of_two)
+        if rq.multiplier is None:  # powers of two: align by left shifts, one right shift
+            common = int(max(rq.shift.max(), 0))
+            total = None
+            for (q, qp), k in zip(terms, rq.shift):
+                term = rc.emit(relax.op.astype(q, "int32"))
+                if int(qp.zero_point):
+                    term = rc.emit(relax.op.subtract(term, _const(qp.zero_point, "int32")))
+                if common - k:
+                    term = rc.emit(relax.op.left_shift(term, _const(common - k, "int32")))
+                total = term if total is None else rc.emit(relax.op.add(total, term))
+            final = Requant(None, np.asarray(common, np.int64))
+            return self._requant(rc, total, final, qp_out, low, ())
+        total = None
+        for (q, qp), m in zip(terms, rq.multiplier):
+            term = rc.emit(relax.op.astype(q, "int64"))
+            if int(qp.zero_point):
+                term = rc.emit(relax.op.subtract(term, _const(qp.zero_point, "int64")))
+            term = rc.emit(relax.op.multiply(term, _const(m, "int64")))
+            total = term if total is None else rc.emit(relax.op.add(total, term))
+        shift = int(rq.shift)
+        if shift:
+            total = rc.emit(relax.op.add(total, _const(np.int64(1) << (shift - 1), "int64")))
+            total = rc.emit(relax.op.right_shift(total, _const(shift, "int64")))
+        total = rc.emit(relax.op.add(total, _const(qp_out.zero_point, "int64")))
+        total = rc.emit(relax.op.clip(total, int(low),
+                                      int(qp_out.qmax)))
+        return relax.op.astype(total, "int8")
+
+    def int_op(self, rc: RebuildContext, position: int, binding: relax.VarBinding) -> relax.Expr:
+        value, op = binding.value, call_name(binding.value)
+        fused_add = {relu: add for add, relu in self.plan.fused_relu.items()}
+        name = f"{op.rsplit('.', 1)[-1]}@{binding.var.name}"
+        if position in fused_add:  # add + relu
+            value, op = self.bindings[fused_add[position]].value, "relax.add+relu"
+        if op in ("relax.add", "relax.add+relu"):
+            terms = [self.int8(rc, a) for a in value.args]
+            qp_out = self.qparams_of(binding.var)
+            low = int(qp_out.zero_point) if op.endswith("relu") else qp_out.qmin
+            q = self._rescale_sum(rc, terms, qp_out, low)
+            self._record(name, op, [t[1] for t in terms], qp_out, position)
+            return self._finish(rc, binding.var, q, qp_out)
+        if op == "relax.concat":
+            qp_out = self.qparams_of(binding.var)
+            parts = []
+            for field_ in value.args[0].fields:
+                q, qp = self.int8(rc, field_)
+                parts.append(q if qp.same_as(qp_out) else
+                             rc.emit(self._rescale_sum(rc, [(q, qp)], qp_out, qp_out.qmin)))
+            self._record(name, op, [self.q[f][1] for f in value.args[0].fields], qp_out, position)
+            return self._finish(rc, binding.var, relax.op.concat(parts, int(value.attrs.axis)),
+                                qp_out)
+        if op == "relax.mean":
+            q, qp = self.int8(rc, value.args[0])
+            in_shape = value.args[0].ty.shape.values
+            axes = [int(a) % len(in_shape) for a in value.attrs.axis]
+            count = int(np.prod([int(in_shape[a]) for a in axes]))
+            total = rc.emit(relax.op.sum(relax.op.astype(q, "int32"), axes,
+                                         bool(value.attrs.keepdims)))
+            if int(qp.zero_point):
+                total = rc.emit(relax.op.subtract(total, _const(count * int(qp.zero_point),
+                                                                "int32")))
+            qp_out = self.qparams_of(binding.var)
+            rq = sc.requant_params(np.asarray(float(qp.scale) / (count * float(qp_out.scale))),
+                                   self.scheme.power_of_two)
+            self._record(name, op, [qp], qp_out, position, rq)
+            return self._finish(rc, binding.var, self._requant(rc, total, rq, qp_out,
+                                                               qp_out.qmin, ()), qp_out)
+        # ReLU, max pooling and layout ops keep the input's scale and zero point.
+        q, qp = self.int8(rc, value.args[0])
+        if op == "relax.nn.relu":
+            out = relax.op.maximum(q, _const(qp.zero_point, "int8"))
+        else:
+            out = relax.Call(value.op, [q] + [rc.arg(a) for a in value.args[1:]], value.attrs,
+                             value.ty_args)
+        self._record(name, op, [qp], qp, position)
+        return self._finish(rc, binding.var, out, qp)
+
+    def _record(self, name, op, inputs, out, position, rq=None) -> None:
+        self.records.append(LayerRecord(name, op.replace("relax.", ""), inputs, out, None, rq,
+                                        position, self.range_method))
+
+    def run(self, model: Model | None = None) -> Model:
+        """Rewrite ``model`` (default: the planned model; or a probe of it)."""
+        counter = iter(range(len(self.bindings)))
+
+        def rewrite(rc: RebuildContext, binding: relax.VarBinding):
+            position = next(counter)
+            if position not in self.quantized:
+                return None
+            layer = self.plan.layers.get(position)
+            if layer is not None:
+                return self.layer(rc, layer, binding.var)
+            return self.int_op(rc, position, binding)
+
+        target = model or self.model
+        if target is not self.model:  # probes have new variables at the same positions
+            rebound = dataflow_bindings(target.main)
+            self.key.update({b.var: f"b{i}" for i, b in enumerate(rebound)})
+            self.key.update({v: f"in:{s.name}" for v, s in zip(target.main.params, target.inputs)})
+            self.bindings = rebound
+        self.records, self.q = [], {}
+        return rebuild(target, rewrite)
