@@ -72,12 +72,23 @@ def bench_artifact(art_dir: str | Path, repeat: int = 50, warmup: int = 5,
     feeds = _load_inputs(input_path, model.inputs) or random_inputs(model.inputs)
     device_inputs = model.to_device(feeds)
     times = time_calls(lambda: model.invoke(device_inputs), repeat, warmup)
-    return {"artifact": str(art_dir), "threads": used_threads, "warmup": warmup,
-            **summarize(times)}
+    stats = {"artifact": str(art_dir), "threads": used_threads, "warmup": warmup,
+             **summarize(times)}
+    extra = model.metadata.get("target_extra", {})
+    if extra.get("accelerator") == "vta":  # host time above is the simulator's
+        batch = next(iter(device_inputs)).shape[0] if device_inputs else 1
+        stats["vta"] = {"cycles": extra["cycles_per_sample"] * batch,
+                        "latency_ms": extra["latency_ms_per_sample"] * batch,
+                        "clock_mhz": extra["clock_mhz"], "bitstream": extra["bitstream"]}
+    return stats
 
 
 def format_stats(stats: dict[str, Any]) -> str:
+    vta = stats.get("vta")
+    accel = (f"\n  VTA {vta['bitstream']}: {vta['cycles']:,} simulated cycles (cycle model), "
+             f"estimated {vta['latency_ms']:.3f} ms at {vta['clock_mhz']:g} MHz") if vta else ""
     return (f"{stats['artifact']}: {stats['repeat']} runs after {stats['warmup']} warm-up, "
             f"{stats['threads']} threads\n"
             f"  mean {stats['mean_ms']:.3f} ms  median {stats['median_ms']:.3f} ms  "
-            f"p90 {stats['p90_ms']:.3f} ms  min {stats['min_ms']:.3f} ms  std {stats['std_ms']:.3f} ms")
+            f"p90 {stats['p90_ms']:.3f} ms  min {stats['min_ms']:.3f} ms  std {stats['std_ms']:.3f} ms"
+            + accel)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,9 @@ class CompiledModel:
         if not self.metadata.get("loadable", True):
             raise ArtifactError(f"{self.path}: compiled for {target.get('triple')}, which this "
                                 "machine cannot run; deploy it to that device")
+        self.accelerator = None  # what the target's runtime hook returns (e.g. VTA programs)
+        if target.get("runtime_hook"):
+            self.accelerator = _runtime_hook(target["runtime_hook"])(self.path, self.metadata)
         self.device = tvm.device(target.get("device", "cpu"), 0)
         if not self.device.exist:
             raise ArtifactError(f"{self.path}: compiled for a {target.get('device')} device, "
@@ -91,6 +95,15 @@ class CompiledModel:
             raise InputError(f"input '{overlap.pop()}' given both by position and by name")
         outputs = list(self.run({**feeds, **kwargs}).values())
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+
+def _runtime_hook(spec: str) -> Any:
+    module, _, function = spec.partition(":")
+    try:
+        return getattr(importlib.import_module(module), function)
+    except (ImportError, AttributeError):
+        raise ArtifactError(f"the artifact needs runtime support '{spec}', which is not "
+                            "installed") from None
 
 
 def _fmt(shape: Any) -> str:

@@ -56,10 +56,16 @@ class Target:
     name = "target"
     device = "cpu"  # TVM device kind the library runs on
     constraints = Constraints()
+    # "module:function" the runtime calls as fn(art_dir, metadata) before loading the
+    # library, for targets whose library calls back into Python (an accelerator driver).
+    runtime_hook: str | None = None
 
     def describe(self) -> dict[str, Any]:
         """What metadata.json records about this target."""
-        return {"name": self.name, "device": self.device, "constraints": self.constraints.to_json()}
+        info = {"name": self.name, "device": self.device, "constraints": self.constraints.to_json()}
+        if self.runtime_hook:
+            info["runtime_hook"] = self.runtime_hook
+        return info
 
     def build(self, model: Model, out_dir: Path) -> BuildResult:
         raise NotImplementedError
