@@ -278,7 +278,7 @@ def test_digits_quantized_on_vta_is_bit_identical_to_cpu(tmp_path):
     np.testing.assert_array_equal(vta(x_test), want)
     accuracy = float(np.mean(want.argmax(1) == y_test))
     print(f"held-out accuracy on vta: {accuracy:.2%}")
-    assert accuracy >= 0.97  # float: 99.17%; the issue allows a 0.5-point int8 drop on CPU
+    assert accuracy >= 0.97  # float model: 99.17%; power-of-two int8 measured 98.89%
 
 
 @pytest.mark.slow
