@@ -135,9 +135,13 @@ def to_dot(model: Model) -> str:
 
 
 def draw(model: Model, path: str | Path) -> Path:
-    """Write the graph as .dot, or render .svg/.png through Graphviz's ``dot``."""
+    """Write the model's graph as .dot, or render .svg/.png (see ``render_dot``)."""
+    return render_dot(to_dot(model), path)
+
+
+def render_dot(dot_text: str, path: str | Path) -> Path:
+    """Write DOT text as .dot, or render it to .svg/.png through Graphviz's ``dot``."""
     path = Path(path)
-    dot_text = to_dot(model)
     fmt = path.suffix.lstrip(".").lower()
     if fmt == "dot":
         path.write_text(dot_text)

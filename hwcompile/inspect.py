@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from collections.abc import Sequence
 from pathlib import Path
-
-from .errors import HwcompileError
 
 
 def _table(layers: list[dict], title: str) -> str:
@@ -51,7 +47,7 @@ def inspect_path(path: str | Path, graph_out: str | None = None,
         lines.append("memory: " + ", ".join(f"{k} {v:,}" for k, v in meta["memory"].items()))
         lines.append(_table(meta.get("layers", []), "layers:"))
         if graph_out:
-            _render(path / "graph.dot", Path(graph_out))
+            graph.render_dot((path / "graph.dot").read_text(), graph_out)
         return "\n".join(lines)
     model = import_onnx(path, input_shapes=parse_input_shapes(input_shapes))
     layers = [dataclasses.asdict(layer) for layer in graph.layers(model)]
@@ -63,18 +59,3 @@ def inspect_path(path: str | Path, graph_out: str | None = None,
     if graph_out:
         graph.draw(model, graph_out)
     return "\n".join(lines)
-
-
-def _render(dot_file: Path, out: Path) -> None:
-    """Render an artifact's stored graph.dot to the format ``out``'s suffix names."""
-    fmt = out.suffix.lstrip(".").lower()
-    if fmt == "dot":
-        shutil.copyfile(dot_file, out)
-        return
-    if fmt not in ("svg", "png"):
-        raise HwcompileError(f"--graph {out}: unknown format '.{fmt}', use .dot, .svg or .png")
-    dot = shutil.which("dot")
-    if dot is None:
-        raise HwcompileError(f"--graph {out}: rendering .{fmt} needs Graphviz's 'dot' "
-                             "(apt-get install graphviz), or write .dot instead")
-    subprocess.run([dot, f"-T{fmt}", "-o", str(out), str(dot_file)], check=True)

@@ -34,6 +34,15 @@ def dataflow_bindings(func: relax.Function) -> list[relax.VarBinding]:
     return [b for block in func.body.blocks for b in block.bindings]
 
 
+def binding_users(bindings: list[relax.VarBinding]) -> dict[relax.Var, list[int]]:
+    """For each variable, the indices (into ``bindings``) of the bindings that use it."""
+    users: dict[relax.Var, list[int]] = {}
+    for index, binding in enumerate(bindings):
+        for var in free_vars(binding.value):
+            users.setdefault(var, []).append(index)
+    return users
+
+
 class RebuildContext:
     """What a rewrite function sees: old graph facts, and tools to emit the new one."""
 

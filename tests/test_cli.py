@@ -62,8 +62,9 @@ def test_compile_run_verify_bench_inspect(capfd, tmp_path, conv_bn_onnx):
     assert code == 0 and "5 runs after 1 warm-up, 1 threads" in out
     for key in ("mean", "median", "p90", "min", "std"):
         assert f"{key} " in out
-    code, out, _ = run_cli(capfd, "inspect", art)
+    code, out, _ = run_cli(capfd, "inspect", art, "--graph", tmp_path / "g.dot")
     assert code == 0 and "pipeline: fold-constants, fold-batchnorm, dce" in out
+    assert (tmp_path / "g.dot").read_text() == (art / "graph.dot").read_text()
 
 
 def test_verify_reports_mismatch_with_exit_1(capfd, tmp_path, conv_bn_onnx):

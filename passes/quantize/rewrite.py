@@ -25,7 +25,14 @@ from tvm import relax
 from tvm_ffi import structural_equal
 
 from hwcompile.model import Model
-from hwcompile.rewrite import RebuildContext, call_name, dataflow_bindings, free_vars, rebuild
+from hwcompile.rewrite import (
+    RebuildContext,
+    binding_users,
+    call_name,
+    dataflow_bindings,
+    free_vars,
+    rebuild,
+)
 
 from . import scheme as sc
 from .scheme import QParams, Requant, Scheme
@@ -77,10 +84,7 @@ def plan(model: Model) -> Plan:
     """Find the layers and the integer-capable ops of ``model`` (see module docstring)."""
     rc = RebuildContext(model)
     bindings = dataflow_bindings(model.main)
-    users: dict[relax.Var, list[int]] = {}
-    for i, b in enumerate(bindings):
-        for var in free_vars(b.value):
-            users.setdefault(var, []).append(i)
+    users = binding_users(bindings)
 
     def only_user(var: relax.Var, op: str) -> int | None:
         used = users.get(var, [])

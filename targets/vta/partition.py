@@ -21,7 +21,13 @@ from tvm import relax
 
 from hwcompile.errors import VTAError
 from hwcompile.model import Model
-from hwcompile.rewrite import RebuildContext, call_name, dataflow_bindings, free_vars, rebuild
+from hwcompile.rewrite import (
+    RebuildContext,
+    binding_users,
+    call_name,
+    dataflow_bindings,
+    rebuild,
+)
 
 from .config import VTAConfig
 from .lower import IMM_MAX, IMM_MIN, AluStep, LayerSpec, Residual, blocks, default_plan
@@ -238,10 +244,7 @@ def find_segments(model: Model, cfg: VTAConfig) -> Partition:
     """Decide, layer by layer, what runs on VTA (see the module docstring)."""
     rc = RebuildContext(model)
     bindings = dataflow_bindings(model.main)
-    users: dict[relax.Var, list[int]] = {}
-    for i, b in enumerate(bindings):
-        for var in free_vars(b.value):
-            users.setdefault(var, []).append(i)
+    users = binding_users(bindings)
     result = Partition()
     taken: set[int] = set()
     for i, b in enumerate(bindings):
