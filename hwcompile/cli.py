@@ -46,7 +46,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     compile_model(args.model, target=args.target, output=args.output, passes=args.passes,
                   input_shapes=parse_input_shapes(args.input_shape or []),
                   calibration=args.calibration, dump_ir=args.dump_ir, progress=_progress,
-                  emit=args.emit or (), emit_options=_emit_options(args))
+                  emit=args.emit or (), emit_options=_emit_options(args), db=args.db)
     return 0
 
 
@@ -71,7 +71,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import bench_artifact, format_stats
+    from .tune.cli import rpc_device
 
+    device = rpc_device(args)
+    if device is not None:  # on a remote board through the RPC tracker
+        from .artifact import read_metadata
+        from .bench import random_inputs
+        from .model import TensorSpec
+        from .tune.rpc import bench_remote
+
+        specs = [TensorSpec.from_json(d) for d in read_metadata(Path(args.artifact))["inputs"]]
+        remote = bench_remote(args.artifact, device, random_inputs(specs), repeat=args.repeat)
+        print(f"{args.artifact} on {device.key} via {device.host}:{device.port}: median "
+              f"{remote['median_ms']:.3f} ms  min {remote['min_ms']:.3f} ms ({args.repeat} runs)")
+        return 0
     stats = bench_artifact(args.artifact, repeat=args.repeat, warmup=args.warmup,
                            threads=args.threads, input_path=args.input)
     print(format_stats(stats))
@@ -124,6 +137,9 @@ def cmd_targets(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .tune.cli import add_rpc_arguments
+    from .tune.cli import register as register_tune
+
     parser = argparse.ArgumentParser(prog="hwcompile", description="Hardware-aware model compiler.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -141,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--c-name", help="C identifier prefix of the C API (default: the model name)")
     p.add_argument("--weights", choices=["embedded", "file"],
                    help="c-library weights: inside the library (default) or a separate file")
+    p.add_argument("--db", metavar="DIR", help="apply a tuning database (from hwcompile tune)")
     p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("run", help="run an artifact on inputs from .npy/.npz")
@@ -155,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--threads", type=int, help="worker threads (default: all cores)")
     p.add_argument("--input", "-i", help="inputs (.npz/.npy); default: random, batch 1")
+    add_rpc_arguments(p)
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("verify", help="compare an artifact with onnxruntime on the same inputs")
@@ -178,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tags", action="store_true", help="also list TVM's target tags")
     p.set_defaults(func=cmd_targets)
     _register_vta(sub)
+    register_tune(sub)
     from hwcompile.passes.prune.cli import register as register_prune
 
     register_prune(sub)

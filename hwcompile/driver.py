@@ -46,7 +46,8 @@ def compile(  # mirrors the CLI verb, as tvm.compile does
     else:
         say(f"importing {model if not isinstance(model, onnx.ModelProto) else 'ONNX model'}")
         source = import_onnx(model, input_shapes=input_shapes)
-    ctx = PassContext(constraints=target.constraints, calibration=calibration, progress=say)
+    ctx = PassContext(constraints=target.constraints, calibration=calibration, progress=say,
+                      target=target)
     optimized, report = run_pipeline(source, calls, ctx, dump_ir=dump_ir)
     say(f"building for {target.name}")
     with artifact.staging(output) as stage:

@@ -39,9 +39,9 @@ def inspect_path(path: str | Path, graph_out: str | None = None,
     path = Path(path)
     if path.is_dir():
         meta = read_metadata(path)
-        lines = [f"artifact {path}: model {meta['model'].get('name')}, target "
-                 f"{meta['target'].get('spec', meta['target']['name'])}, hwcompile "
-                 f"{meta['versions']['hwcompile']}, TVM {meta['versions']['tvm']}"]
+        target = meta["target"].get("spec", meta["target"]["name"])
+        lines = [(f"artifact {path}: model {meta['model'].get('name')}, target {target}, "
+                  f"hwcompile {meta['versions']['hwcompile']}, TVM {meta['versions']['tvm']}")]
         lines += _io(meta["inputs"], "input") + _io(meta["outputs"], "output")
         lines.append("pipeline: " + (", ".join(p["pass"] for p in meta["pipeline"]) or "(none)"))
         lines.append("memory: " + ", ".join(f"{k} {v:,}" for k, v in meta["memory"].items()))

@@ -35,6 +35,9 @@ class PassContext:
     details: dict[str, Any] = field(default_factory=dict)
     # The model before the first structural change (set by prune), the teacher for distillation.
     teacher: Any = None
+    # The hwcompile.target.Target being compiled for (set by compile(); None when a pipeline
+    # runs on its own), for passes that build and measure, e.g. prune(measure=true).
+    target: Any = None
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,8 @@ import tvm
 from hwcompile.errors import TargetError
 from hwcompile.model import Model
 from hwcompile.target import BuildResult, Constraints, Target, register_target
+from hwcompile.tune.database import open_database
+from hwcompile.tune.pipeline import cpu_pipeline, tunable_module
 
 # Short names for common cross triples; anything else is taken as a full LLVM triple.
 _TRIPLES = {
@@ -69,20 +71,34 @@ class CpuTarget(Target):
                     triple=self.triple or f"{os.uname().machine}-linux-gnu (host)")
         return info
 
-    def build(self, model: Model, out_dir: Path) -> BuildResult:
-        executable = tvm.compile(model.bound_module(), self.tvm_target)
+    @property
+    def default_schedule_lanes(self) -> int:
+        """SIMD lanes the heuristic default schedules use (the tuner seeds them)."""
+        return self.constraints.channel_multiple
+
+    def tunable_module(self, mod: tvm.IRModule) -> tvm.IRModule:
+        """The fused, legalized module tuning tasks are extracted from (see tune/pipeline.py)."""
+        return tunable_module(mod, self.tvm_target)
+
+    def build(self, model: Model, out_dir: Path, db: str | Path | None = None) -> BuildResult:
+        # Heuristic default schedules everywhere; tuned schedules from ``db`` where recorded.
+        database = open_database(db, self.tvm_target, create=False) if db else None
+        stats: dict[str, int] = {}
+        pipeline = cpu_pipeline(self.tvm_target, self.default_schedule_lanes, database, stats)
+        executable = tvm.compile(model.bound_module(), self.tvm_target, relax_pipeline=pipeline)
+        tuning = {"tuning_db": str(db), **stats} if db else {}
         if not self.cross:
             executable.export_library(str(out_dir / "model.so"))
-            return BuildResult(library="model.so", loadable=True)
+            return BuildResult(library="model.so", loadable=True, extra=tuning)
         gcc = shutil.which(_CROSS_GCC.get(self.triple, f"{self.triple}-gcc"))
         if gcc:
             from tvm.support import cc
 
             executable.export_library(str(out_dir / "model.so"), fcompile=cc.cross_compiler(gcc))
-            return BuildResult(library="model.so", loadable=False, extra={"linker": gcc})
+            return BuildResult(library="model.so", loadable=False, extra={"linker": gcc, **tuning})
         # No cross linker here: ship the objects; the user's toolchain links them.
         executable.export_library(str(out_dir / "model.tar"))
-        return BuildResult(library="model.tar", loadable=False, extra={"linker": None})
+        return BuildResult(library="model.tar", loadable=False, extra={"linker": None, **tuning})
 
 
 @register_target("cpu")

@@ -1,0 +1,61 @@
+"""The Relax lowering pipeline the CPU target builds with, shared with the tuner.
+
+Tuning extracts its tasks from the module after ``tunable_passes``; compiling runs the
+same passes, so every fused kernel is structurally identical to a tuned workload and a
+database record applies to it. After them: tuned schedules from the database (if any),
+heuristic defaults for the rest (``defaults.py``), then TVM's stock lowering.
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm import relax
+from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
+
+from .defaults import HeuristicCpuSchedule, cpu_layout
+
+
+def tunable_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
+    """Layout choice, op legalization and fusion: what tuning tasks are cut from."""
+    return [cpu_layout(), *cpu_generic.library_dispatch_passes(target),
+            *cpu_generic.legalize_passes(target)]
+
+
+def tunable_module(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
+    with target:
+        return tvm.transform.Sequential(tunable_passes(target))(mod)
+
+
+def count_scheduled(into: dict[str, int]) -> tvm.transform.Pass:
+    """Records in ``into["tuned_kernels"]`` how many kernels the database scheduled."""
+
+    @tvm.transform.module_pass(opt_level=0, name="CountTunedKernels")
+    def _count(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        into["tuned_kernels"] = sum(1 for _, f in mod.functions_items()
+                                    if isinstance(f, tvm.tirx.PrimFunc)
+                                    and f.attrs.get("tirx.is_scheduled") == 1)
+        return mod
+
+    return _count
+
+
+def cpu_pipeline(target: tvm.target.Target, lanes: int, database: object | None = None,
+                 stats: dict[str, int] | None = None) -> tvm.transform.Pass:
+    """The full pipeline; ``database`` is a MetaSchedule Database whose records win, and
+    ``stats`` receives how many kernels it scheduled."""
+
+    @tvm.transform.module_pass(opt_level=0, name="HwcompileCpuPipeline")
+    def _pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        scheduling = [HeuristicCpuSchedule(lanes)]
+        if database is not None:
+            scheduling[:0] = [relax.transform.MetaScheduleApplyDatabase(),
+                              count_scheduled(stats if stats is not None else {})]
+        passes = (tunable_passes(target) + scheduling
+                  + cpu_generic.dataflow_lower_passes(target) + cpu_generic.finalize_passes(target))
+        with target:
+            if database is None:
+                return tvm.transform.Sequential(passes)(mod)
+            with database:  # MetaScheduleApplyDatabase reads Database.current()
+                return tvm.transform.Sequential(passes)(mod)
+
+    return _pipeline
