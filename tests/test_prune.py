@@ -185,3 +185,167 @@ def test_unknown_op_excludes_its_channels():
     assert details["channels"] == {"w2": "8 -> 4"}
     reasons = {tuple(e["layers"]): e["reason"] for e in details["excluded"]}
     assert "which pruning does not handle" in reasons[("w1",)]
+
+
+def _bias_only_channels_model(conv_bias: bool = True) -> tuple[onnx.ModelProto, dict[str, list[int]]]:
+    """Conv3x3(+bias) → BN → Relu → a; Conv1x1 → BN → b; Relu(a + b) (residual) → Conv1x1
+    (+bias) → Relu → GlobalAveragePool → Flatten → Gemm(+bias).
+
+    Chosen channels have kernel rows that are exactly zero but large non-zero biases / BN
+    shifts, so each is a non-zero constant that its consumers (1x1 convs and the dense
+    layer, where compensation is exact) read through small but non-zero weights.
+    """
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(1)
+    gone = {"ab": [1, 4], "c": [2, 5, 6]}  # residual units (a_k with b_k), conv c channels
+
+    def arr(*shape, scale=0.5):
+        return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+    w = {"wa": arr(8, 3, 3, 3), "ba": arr(8, scale=1.0), "wb": arr(8, 8, 1, 1),
+         "wc": arr(8, 8, 1, 1), "bc": arr(8, scale=1.0), "fc": arr(10, 8), "fcb": arr(10)}
+    for bn in ("bna", "bnb"):
+        w[f"{bn}.scale"], w[f"{bn}.bias"] = 1.0 + arr(8, scale=0.2), arr(8)
+        w[f"{bn}.mean"], w[f"{bn}.var"] = arr(8), np.abs(arr(8)) + 0.5
+    for k in gone["ab"]:
+        w["wa"][k] = 0.0
+        w["wb"][k] = 0.0
+        w["ba"][k] = 2.0 + k  # a_k = relu(BN(bias)) > 0
+        w["bnb.bias"][k] = 1.5
+        w["wb"][:, k] *= 0.05  # consumers' weights: small, so these units score lowest
+        w["wc"][:, k] *= 0.05
+    for k in gone["c"]:
+        w["wc"][k] = 0.0
+        w["bc"][k] = 1.0 + k
+        w["fc"][:, k] *= 0.05
+    nodes = [helper.make_node("Conv", ["input", "wa", "ba"], ["ca"], pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["ca", "bna.scale", "bna.bias", "bna.mean",
+                                                     "bna.var"], ["na"]),
+             helper.make_node("Relu", ["na"], ["a"]),
+             helper.make_node("Conv", ["a", "wb"], ["cb"]),
+             helper.make_node("BatchNormalization", ["cb", "bnb.scale", "bnb.bias", "bnb.mean",
+                                                     "bnb.var"], ["b"]),
+             helper.make_node("Add", ["a", "b"], ["s"]),
+             helper.make_node("Relu", ["s"], ["e"]),
+             helper.make_node("Conv", ["e", "wc", "bc"] if conv_bias else ["e", "wc"], ["cc"]),
+             helper.make_node("Relu", ["cc"], ["c"]),
+             helper.make_node("GlobalAveragePool", ["c"], ["p"]),
+             helper.make_node("Flatten", ["p"], ["f"]),
+             helper.make_node("Gemm", ["f", "fc", "fcb"], ["output"], transB=1)]
+    graph = helper.make_graph(
+        nodes, "bias_only_channels",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 8, 8])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 10])],
+        [numpy_helper.from_array(v, k) for k, v in w.items() if conv_bias or k != "bc"])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    return proto, gone
+
+
+@pytest.mark.parametrize("conv_bias", [True, False])
+def test_compensated_prune_of_zero_weight_nonzero_bias_channels(tmp_path, conv_bias):
+    """Channels whose kernels are exactly zero still output a constant (their bias / BN
+    shift through ReLU and the residual add); pruning them must fold that constant into the
+    consumers (BN mean of the 1x1 conv, the 1x1 conv's bias, the dense bias), so the
+    compiled result equals onnxruntime on the original model. Without compensation it
+    does not (the check that this test can fail). Without the 1x1 conv's bias its shift
+    becomes a new bias add."""
+    proto, gone = _bias_only_channels_model(conv_bias)
+    spec = "prune(ratio=0.3125, scope=global, criterion=l2)"  # 5 of 16 units
+    pruned, entry = _prune_and_compare(tmp_path, proto, spec, (3, 8, 8))
+    assert entry["details"]["channels"] == {"wa": "8 -> 6", "wb": "8 -> 6", "wc": "8 -> 5"}
+    assert entry["details"]["compensation"] == {
+        "consumers": 3, "new_bias_adds": 0 if conv_bias else 1, "uncompensated_inputs": 0}
+    # the removed channels are the chosen ones: what is left equals the kept rows
+    keep_ab = [k for k in range(8) if k not in gone["ab"]]
+    keep_c = [k for k in range(8) if k not in gone["c"]]
+    original = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    np.testing.assert_array_equal(pruned.params["wa"], original["wa"][keep_ab])
+    np.testing.assert_array_equal(pruned.params["wc"], original["wc"][keep_c][:, keep_ab])
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(AssertionError):
+        _prune_and_compare(tmp_path / "plain", proto, spec.replace(")", ", compensate=false)"),
+                           (3, 8, 8))
+
+
+def test_iterative_prune_ends_at_the_single_step_counts(tmp_path):
+    """steps=3 prunes a cumulative ratio of the *original* sizes each step (with fine-tuning
+    in between), so the final counts are the single-step counts: 128 -> 90, 64 -> 45 at 0.3
+    (step-relative ratios would round to 128 -> 89, 64 -> 46). Which channels go may differ."""
+    model = import_onnx(zoo.mlp())
+    rng = np.random.default_rng(0)
+    data = {"input": rng.standard_normal((64, 64)).astype(np.float32),
+            "labels": rng.integers(0, 10, 64)}
+    ctx = lambda: PassContext(constraints=Constraints(channel_multiple=1), calibration=data)
+    single, one = run_pipeline(model, parse_spec("prune(ratio=0.3)"), ctx())
+    staged, three = run_pipeline(model, parse_spec("prune(ratio=0.3, steps=3, finetune_steps=2)"),
+                                 ctx())
+    want = {"fc1.weight.permute_dims": f"128 -> {128 - round(0.3 * 128)}",
+            "fc2.weight": f"64 -> {64 - round(0.3 * 64)}"}
+    assert one[0]["details"]["channels"] == want
+    assert three[0]["details"]["channels"] == want
+    assert [s["channels"] for s in three[0]["details"]["steps"]] == [
+        {"fc1.weight.permute_dims": f"128 -> {128 - round(0.3 * k / 3 * 128)}",
+         "fc2.weight": f"64 -> {64 - round(0.3 * k / 3 * 64)}"} for k in (1, 2, 3)]
+    assert {k: v.shape for k, v in staged.params.items() if "weight" in k} == \
+        {k: v.shape for k, v in single.params.items() if "weight" in k}
+    art = hwcompile.compile(staged, "cpu", tmp_path / "art", passes="dce")
+    out = hwcompile.load(art)(data["input"][:4])
+    assert out.shape == (4, 10) and np.isfinite(out).all()
+
+
+def test_measure_reports_latency_before_and_after(tmp_path):
+    """prune(measure=true) compiles for the compile() target and times both models."""
+    art = hwcompile.compile(zoo.mlp(), "cpu", tmp_path / "art",
+                            passes="prune(ratio=0.5, measure=true, measure_repeat=3),dce")
+    details = hwcompile.load(art).metadata["pipeline"][0]["details"]
+    before, after = details["latency_ms_before"], details["latency_ms_after"]
+    assert before > 0 and after > 0
+    assert details["speedup"] == pytest.approx(before / after, rel=1e-2)
+    assert details["latency"]["target"] == "cpu" and details["latency"]["repeat"] == 3
+    assert details["latency"]["batch"] == 1 and details["latency"]["threads"] >= 1
+    _, report = run_pipeline(import_onnx(zoo.mlp()), parse_spec("prune(ratio=0.5)"), PassContext())
+    assert "latency_ms_before" not in report[0]["details"]  # off by default
+
+
+def test_compensation_keeps_the_expected_output_of_a_bn_relu_layer(tmp_path):
+    """Removing channels that vary (not zero weights): compensation folds their *expected*
+    activation E[relu(BN(z))] into the consumer. With x ~ N(0, I) and 1x1 convs the BN
+    input is exactly N(bias, |w|^2), which the BN's running statistics state; so the pruned
+    model's mean output must equal the original's mean output (onnxruntime, sampled), and
+    the uncompensated one's must not."""
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(3)
+    w1 = rng.standard_normal((8, 3, 1, 1)).astype(np.float32)
+    b1 = rng.standard_normal(8).astype(np.float32)
+    inits = {"w1": w1, "b1": b1, "gamma": (0.5 + rng.random(8)).astype(np.float32),
+             "beta": rng.standard_normal(8).astype(np.float32), "mean": b1,
+             "var": (w1.reshape(8, -1) ** 2).sum(1).astype(np.float32),
+             "w2": rng.standard_normal((4, 8, 1, 1)).astype(np.float32)}
+    nodes = [helper.make_node("Conv", ["input", "w1", "b1"], ["c"]),
+             helper.make_node("BatchNormalization", ["c", "gamma", "beta", "mean", "var"], ["n"],
+                              epsilon=1e-9),
+             helper.make_node("Relu", ["n"], ["r"]),
+             helper.make_node("Conv", ["r", "w2"], ["output"])]
+    graph = helper.make_graph(
+        nodes, "expected", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 4, 4])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 4, 4, 4])],
+        [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    path = tmp_path / "model.onnx"
+    onnx.save(proto, path)
+    x = rng.standard_normal((2000, 3, 4, 4)).astype(np.float32)
+    want = ort_run(proto, {"input": x})[0]
+    per_channel = want.transpose(1, 0, 2, 3).reshape(4, -1)
+    stderr = per_channel.std(1) / np.sqrt(per_channel.shape[1])
+    for compensate, close in ((True, True), (False, False)):
+        spec = f"prune(ratio=0.5, round_to=1, compensate={str(compensate).lower()})"
+        pruned, report = run_pipeline(import_onnx(path), parse_spec(spec), PassContext())
+        assert report[0]["details"]["channels"] == {"w1": "8 -> 4"}
+        art = hwcompile.compile(pruned, "cpu", tmp_path / f"art{compensate}", passes="fold-batchnorm")
+        got = hwcompile.load(art)(x).transpose(1, 0, 2, 3).reshape(4, -1).mean(1)
+        error = np.abs(got - per_channel.mean(1))
+        assert bool((error < 6 * stderr).all()) == close, (error, stderr)

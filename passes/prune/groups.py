@@ -19,6 +19,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 import networkx as nx
+import numpy as np
 import tvm
 from tvm import relax
 
@@ -74,6 +75,9 @@ class Analysis:
     fixed: dict[int, str] = field(default_factory=dict)  # id -> why it must stay
     source_layer: dict[int, str] = field(default_factory=dict)  # id -> layer creating it
     depthwise: set[str] = field(default_factory=set)  # conv bindings whose groups follow Cin
+    # id -> |γ|/√(var+ε) of the inference batch-norm normalizing that channel (scale invariance:
+    # the BN-folded effective kernel of a conv/dense output channel is W·γ/√(var+ε))
+    bn_scale: dict[int, float] = field(default_factory=dict)
 
     def new_ids(self, n: int, layer: str) -> Ids:
         start = len(self.parent)
@@ -271,6 +275,12 @@ class _Walker:
                 self.a.fix(xin.ids, f"batch_norm {name} has computed statistics")
                 return None
             self.a.add_slice(weight, 0, xin.ids, layer, "gamma" if index == 1 else "other")
+        params = self.model.params
+        gamma = np.abs(params[self.weight_name(call.args[1])].astype(np.float64)) \
+            if call.attrs.scale else np.ones(len(xin.ids))
+        var = params[self.weight_name(call.args[4])].astype(np.float64)
+        for i, factor in zip(xin.ids, gamma / np.sqrt(var + float(call.attrs.epsilon))):
+            self.a.bn_scale.setdefault(i, float(factor))
         return [xin, Chan(0, xin.ids), Chan(0, xin.ids)]
 
     def binary(self, name: str, call: relax.Call):

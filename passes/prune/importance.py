@@ -19,10 +19,11 @@ from hwcompile.errors import PassError
 from hwcompile.model import Model
 
 from . import autodiff
-from .groups import Analysis, Group
+from .groups import Analysis, Group, WeightSlice
 
 CRITERIA = ("magnitude", "l1", "l2", "grad_l1", "grad_l2", "taylor", "bn_scale")
 GRADIENT_CRITERIA = ("grad_l1", "grad_l2", "taylor")
+WEIGHT_CRITERIA = ("magnitude", "l1", "l2")
 AGGREGATES = ("mean", "sum", "max")
 NORMALIZATIONS = ("none", "mean", "max", "sum")
 
@@ -72,10 +73,31 @@ def _slice_score(w: np.ndarray, g: np.ndarray | None, criterion: str) -> float:
     return float(abs((w.astype(np.float64) * g).sum()))  # taylor
 
 
+def _bn_folded(w: np.ndarray, s: WeightSlice, analysis: Analysis) -> np.ndarray:
+    """``w`` with the output channels of ``s`` scaled by the batch-norm that follows them.
+
+    Only a layer's own output slice (its fresh channel ids) is scaled: a consumer's input
+    slice already multiplies post-BN activations. Positions without a BN keep their weights.
+    """
+    if not any(analysis.source_layer[i] == s.weight and i in analysis.bn_scale for i in s.ids):
+        return w
+    factor = np.array([analysis.bn_scale.get(i, 1.0) if analysis.source_layer[i] == s.weight
+                       else 1.0 for i in s.ids])
+    shape = [1] * w.ndim
+    shape[s.axis] = len(factor)
+    return w.astype(np.float64) * factor.reshape(shape)
+
+
 def unit_scores(model: Model, analysis: Analysis, groups: list[Group], criterion: str,
-                aggregate: str, normalize: str, grads: dict[str, np.ndarray] | None = None
-                ) -> tuple[list[np.ndarray], list[str]]:
-    """One score array per group (a score per unit), and notes on fallbacks taken."""
+                aggregate: str, normalize: str, grads: dict[str, np.ndarray] | None = None,
+                bn_fold: bool = True) -> tuple[list[np.ndarray], list[str]]:
+    """One score array per group (a score per unit), and notes on fallbacks taken.
+
+    With ``bn_fold`` the weight criteria (magnitude, l1, l2) score a conv/dense layer's
+    output channels by the BN-folded effective kernel W·γ/√(var+ε) when a batch-norm
+    follows: a BN makes the raw kernel's scale meaningless (the output is the same for any
+    positive rescaling of W's rows), so raw-weight scores would rank channels arbitrarily.
+    """
     role = "gamma" if criterion == "bn_scale" else "kernel"
     if criterion == "bn_scale" and not any(s.role == "gamma" for s in analysis.slices.values()):
         raise PassError("criterion bn_scale needs batch_norm layers; this model has none "
@@ -87,6 +109,8 @@ def unit_scores(model: Model, analysis: Analysis, groups: list[Group], criterion
             continue
         roots = np.array([analysis.find(i) for i in s.ids])
         w = model.params[s.weight]
+        if bn_fold and s.role == "kernel" and criterion in WEIGHT_CRITERIA:
+            w = _bn_folded(w, s, analysis)
         g = grads.get(s.weight) if grads is not None else None
         target = per_root if s.role == role else fallback
         for root in np.unique(roots):

@@ -17,6 +17,7 @@ from hwcompile.model import Model
 from hwcompile.pipeline import PassContext
 
 from . import autodiff, importance
+from .compensate import compensate_removed
 from .groups import analyze
 from .structured import apply, check_ratio
 
@@ -84,7 +85,10 @@ def sensitivity(model: Model, x: np.ndarray, labels: np.ndarray | None,
         for r in ratios:
             n = min(round(r * len(group.units)), len(group.units) - 1)
             removed = {group.units[u].root for u in order[:n]}
-            pruned = apply(model, analysis, removed) if removed else model
+            # as the prune pass does by default: removed channels' expected activations
+            # are folded into their consumers (compensate.py)
+            pruned = apply(model, analysis, removed, compensate_removed(model, analysis, removed)) \
+                if removed else model
             rows[label].append(_metric(autodiff.forward(pruned, x), reference, labels))
             progress(f"{label}: ratio {r:.2f} -> {rows[label][-1]:.4f}")
     metric = "accuracy" if labels is not None else "relative output error"

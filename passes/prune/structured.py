@@ -5,6 +5,8 @@ Weights are sliced, conv ``groups``, split indices and reshape targets are rewri
 Kept channel counts respect the target's channel multiple (``round_to``): a layer whose
 count is a multiple of it before stays one after (or becomes a divisor of it, below one
 vector), so it never gets a ragged vector tail that makes it slower than unpruned.
+Removed channels' expected activations are folded into their consumers' biases
+(compensate.py), so pruning without fine-tuning keeps what the consumers were trained on.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from hwcompile.pipeline import PassContext, register_pass
 from hwcompile.rewrite import RebuildContext, call_name, rebuild
 
 from . import data, importance
+from .compensate import Compensation, compensate_removed
 from .groups import Analysis, Chan, Group, analyze
 
 
@@ -40,30 +43,55 @@ def _space_ok(size: int, removed: int, round_to: int, max_layer_ratio: float) ->
     return size % round_to != 0 or kept % round_to == 0 or (kept < round_to and round_to % kept == 0)
 
 
+def _group_key(analysis: Analysis, group: Group) -> tuple:
+    return tuple(group.layers), tuple(sorted((analysis.spaces[s].name, c)
+                                             for s, c in group.counts.items()))
+
+
+def sizes(analysis: Analysis, groups: list[Group]) -> dict:
+    """Unit count per group and channel count per space: the baseline of iterative pruning."""
+    return {"groups": {_group_key(analysis, g): len(g.units) for g in groups},
+            "spaces": {s.name: len(s.ids) for s in analysis.spaces}}
+
+
 def plan(analysis: Analysis, groups: list[Group], scores: list[np.ndarray], ratio: float,
-         scope: str, max_layer_ratio: float, round_to: int) -> tuple[set[int], list[int]]:
+         scope: str, max_layer_ratio: float, round_to: int, baseline: dict | None = None
+         ) -> tuple[set[int], list[int]]:
     """Units (union-find roots) to remove, and how many per group.
 
     Local: each group removes ``ratio`` of its units. Global: the lowest-scored ``ratio`` of
     all units (scores are normalized per group). Either way each group's count is moved to
     the nearest count that keeps every layer it touches valid (``_space_ok``); groups are
     settled in order against the counts already removed, so shared layers stay valid.
+
+    ``baseline`` (``sizes`` of the unpruned model) makes ``ratio`` cumulative: counts, the
+    rounding rule and ``max_layer_ratio`` refer to the original sizes, less what earlier
+    steps removed, so pruning in steps ends at the counts one step would give.
     """
+    base_groups = [len(g.units) for g in groups]
+    base_spaces = [len(s.ids) for s in analysis.spaces]
+    if baseline is not None:
+        base_groups = [baseline["groups"].get(_group_key(analysis, g), n)
+                       for g, n in zip(groups, base_groups)]
+        base_spaces = [baseline["spaces"].get(s.name, n) for s, n in zip(analysis.spaces, base_spaces)]
     if scope == "global":
         flat = sorted((s, g, u) for g, group_scores in enumerate(scores)
                       for u, s in enumerate(group_scores))
+        gone = sum(base_groups) - len(flat)
         wanted = [0] * len(groups)
-        for _, g, _ in flat[:round(ratio * len(flat))]:
+        for _, g, _ in flat[:max(0, round(ratio * sum(base_groups)) - gone)]:
             wanted[g] += 1
     else:
-        wanted = [round(ratio * len(group.units)) for group in groups]
-    removed_in = [0] * len(analysis.spaces)
+        wanted = [max(0, round(ratio * base) - (base - len(group.units)))
+                  for group, base in zip(groups, base_groups)]
+    # channels already gone (earlier steps) count against each layer's original size
+    removed_in = [base - len(space.ids) for base, space in zip(base_spaces, analysis.spaces)]
     removed: set[int] = set()
     counts = []
     for group, group_scores, target in zip(groups, scores, wanted):
         options = sorted(range(len(group.units) + 1), key=lambda n: (abs(n - target), n))
         n = next(n for n in options if all(
-            _space_ok(len(analysis.spaces[s].ids), removed_in[s] + n * c, round_to, max_layer_ratio)
+            _space_ok(base_spaces[s], removed_in[s] + n * c, round_to, max_layer_ratio)
             for s, c in group.counts.items()))
         for s, c in group.counts.items():
             removed_in[s] += n * c
@@ -73,8 +101,16 @@ def plan(analysis: Analysis, groups: list[Group], scores: list[np.ndarray], rati
     return removed, counts
 
 
-def apply(model: Model, analysis: Analysis, removed: set[int]) -> Model:
-    """Rebuild ``model`` without the channels of the ``removed`` units."""
+def apply(model: Model, analysis: Analysis, removed: set[int],
+          compensation: Compensation | None = None) -> Model:
+    """Rebuild ``model`` without the channels of the ``removed`` units.
+
+    With ``compensation`` (see compensate.py) its adjusted params are used and its remaining
+    shifts are added after their consumers as new bias adds.
+    """
+    if compensation is not None:
+        model = model.replace(params=compensation.params)
+    inserts = compensation.inserts if compensation is not None else {}
 
     def keep(ids: tuple[int, ...]) -> np.ndarray:
         return np.array([analysis.find(i) not in removed for i in ids], dtype=bool)
@@ -96,6 +132,20 @@ def apply(model: Model, analysis: Analysis, removed: set[int]) -> Model:
         return rc.arg(arg)
 
     def rewrite(rc: RebuildContext, binding: relax.VarBinding):
+        new = build(rc, binding)
+        name = binding.var.name
+        if name not in inserts:
+            return new
+        chan = analysis.chan[name]
+        shift = inserts[name][keep(chan.ids)]
+        shape = [1] * binding.value.ty.ndim
+        shape[chan.axis] = len(shift)
+        dtype = str(binding.value.ty.dtype)
+        param = rc.param(rc.unique_name(f"{rc.weight_name(binding.value.args[1])}.prune_shift"),
+                         shift.reshape(shape).astype(dtype))
+        return relax.op.add(rc.emit(new if new is not None else rc.arg(binding.value)), param)
+
+    def build(rc: RebuildContext, binding: relax.VarBinding):
         value, name = binding.value, binding.var.name
         op = call_name(value)
         if op is None:
@@ -122,36 +172,49 @@ def apply(model: Model, analysis: Analysis, removed: set[int]) -> Model:
     return rebuild(model, rewrite)
 
 
-def _layer_channels(model: Model, analysis: Analysis, removed: set[int]) -> dict[str, str]:
+def _layer_channels(analysis: Analysis, removed: set[int], baseline: dict | None) -> dict[str, str]:
     out = {}
     for space in analysis.spaces:
         if space.name.endswith(":out"):
             kept = sum(analysis.find(i) not in removed for i in space.ids)
-            if kept != len(space.ids):
-                out[space.name[:-4]] = f"{len(space.ids)} -> {kept}"
+            before = len(space.ids) if baseline is None else baseline["spaces"].get(space.name,
+                                                                                     len(space.ids))
+            if kept != before:
+                out[space.name[:-4]] = f"{before} -> {kept}"
     return out
 
 
 def prune_once(model: Model, *, ratio: float, criterion: str, scope: str, max_layer_ratio: float,
                round_to: int, ignore: list[str], aggregate: str, normalize: str,
-               grads: dict[str, np.ndarray] | None) -> tuple[Model, dict]:
-    """One pruning step; returns the pruned model and its report details."""
+               grads: dict[str, np.ndarray] | None, compensate: bool = True,
+               bn_fold: bool = True, baseline: dict | None = None) -> tuple[Model, dict]:
+    """One pruning step; returns the pruned model and its report details.
+
+    With ``baseline`` (``sizes`` of the model before the first step) ``ratio`` is the
+    cumulative fraction of the original channels, and ``channels`` reports original -> now.
+    """
     analysis, groups, excluded = analyze(model, ignore)
     skipped = [{"layers": e.layers, "reason": e.reason} for e in excluded]
     if not groups:
         why = "; ".join(f"{', '.join(e.layers)}: {e.reason}" for e in excluded) or "no conv/dense layers"
         raise PassError(f"prune: nothing prunable in this model ({why})")
     scores, notes = importance.unit_scores(model, analysis, groups, criterion, aggregate,
-                                           normalize, grads)
-    removed, counts = plan(analysis, groups, scores, ratio, scope, max_layer_ratio, round_to)
-    pruned = apply(model, analysis, removed) if removed else model
+                                           normalize, grads, bn_fold=bn_fold)
+    removed, counts = plan(analysis, groups, scores, ratio, scope, max_layer_ratio, round_to,
+                           baseline)
+    shifts = compensate_removed(model, analysis, removed) if compensate and removed else None
+    pruned = apply(model, analysis, removed, shifts) if removed else model
     details = {
         "groups": [{"layers": g.layers, "units": len(g.units), "removed": n}
                    for g, n in zip(groups, counts)],
         "excluded": skipped,
-        "channels": _layer_channels(model, analysis, removed),
+        "channels": _layer_channels(analysis, removed, baseline),
         "units_removed": f"{sum(counts)} of {sum(len(g.units) for g in groups)}",
     }
+    if shifts is not None:
+        details["compensation"] = {"consumers": shifts.consumers,
+                                   "new_bias_adds": len(shifts.inserts),
+                                   "uncompensated_inputs": shifts.uncompensated}
     if notes:
         details["notes"] = notes
     return pruned, details
@@ -165,7 +228,9 @@ def prune(model: Model, ctx: PassContext, *, ratio: float = 0.5,
           round_to: int | None = None, ignore: list[str] | None = None,
           aggregate: Literal["mean", "sum", "max"] = "mean",
           normalize: Literal["none", "mean", "max", "sum"] = "mean",
-          steps: int = 1, finetune_steps: int = 100, lr: float = 1e-3) -> Model:
+          steps: int = 1, finetune_steps: int = 100, lr: float = 1e-3,
+          compensate: bool = True, bn_fold: bool = True, measure: bool = False,
+          measure_repeat: int = 20) -> Model:
     """Structured channel pruning: physically remove the least important channels.
 
     Coupled channels (residual adds, concat/split, depthwise/grouped convs, flatten->dense)
@@ -173,6 +238,10 @@ def prune(model: Model, ctx: PassContext, *, ratio: float = 0.5,
     alone and listed in the report. ``round_to`` defaults to the target's channel multiple.
     ``steps`` > 1 prunes iteratively with ``finetune_steps`` of fine-tuning in between
     (needs calibration data). Gradient criteria (grad_l1, grad_l2, taylor) need calibration data.
+    ``compensate`` folds each removed channel's expected activation into its consumers'
+    biases; ``bn_fold`` scores kernels with their batch-norm scale folded in. ``measure``
+    compiles the model before and after for the current target and times batch-1 runs
+    (median of ``measure_repeat``): ``latency_ms_before``/``_after`` and ``speedup``.
     """
     from hwcompile.passes.fold import fold_constants
 
@@ -188,6 +257,8 @@ def prune(model: Model, ctx: PassContext, *, ratio: float = 0.5,
                         f"one of {importance.NORMALIZATIONS}")
     if steps < 1:
         raise PassError(f"prune: steps={steps} must be at least 1")
+    if measure_repeat < 1:
+        raise PassError(f"prune: measure_repeat={measure_repeat} must be at least 1")
     multiple = getattr(ctx.constraints, "channel_multiple", 1)
     round_to = multiple if round_to is None else round_to
     if round_to < 1:
@@ -198,25 +269,63 @@ def prune(model: Model, ctx: PassContext, *, ratio: float = 0.5,
     # Weight-only subgraphs (e.g. a Gemm's transposed weight) become named weights first,
     # so every conv/dense weight the analysis sees is a parameter it can slice.
     model = fold_constants(model, ctx)
+    original = model
     remember_teacher(ctx, model)
-    done = 0.0
+    # Every step's ratio is cumulative and refers to the original sizes, so the final
+    # channel counts are those of a single step with the same ratio (only which channels go
+    # may differ: later steps score the fine-tuned weights).
+    baseline = sizes(*analyze(model, ignore or [])[:2]) if steps > 1 else None
     all_details = []
     for step in range(1, steps + 1):
         target = ratio * step / steps  # cumulative fraction of the original channels
-        step_ratio = 1.0 - (1.0 - target) / (1.0 - done)
         grads = None
         if criterion in importance.GRADIENT_CRITERIA:
             ctx.progress(f"prune: gradients on {len(samples[0])} calibration samples")
             grads = importance.gradients(model, *samples)
-        model, details = prune_once(model, ratio=step_ratio, criterion=criterion, scope=scope,
+        model, details = prune_once(model, ratio=target, criterion=criterion, scope=scope,
                                     max_layer_ratio=max_layer_ratio, round_to=round_to,
                                     ignore=ignore or [], aggregate=aggregate,
-                                    normalize=normalize, grads=grads)
+                                    normalize=normalize, grads=grads, compensate=compensate,
+                                    bn_fold=bn_fold, baseline=baseline)
         all_details.append(details)
-        done = target
         if step < steps:
             ctx.progress(f"prune: step {step}/{steps} done, fine-tuning {finetune_steps} steps")
             model = finetune_model(model, *samples, steps=finetune_steps, lr=lr)
-    ctx.details.update(all_details[-1] if steps == 1 else {"steps": all_details})
+    ctx.details.update(all_details[-1])  # with steps > 1: channels are original -> final
+    if steps > 1:
+        ctx.details["steps"] = all_details
     ctx.details["round_to"] = round_to
+    if measure:
+        ctx.details.update(measure_latency(original, model, ctx, measure_repeat))
     return model
+
+
+MEASURE_PASSES = "fold-constants,fold-batchnorm,dce"
+
+
+def measure_latency(before: Model, after: Model, ctx: PassContext, repeat: int) -> dict:
+    """Compile ``before`` and ``after`` the same way for ``ctx.target`` (the CPU target when
+    the pipeline runs outside ``compile``) and time batch-1 runs with hwcompile.bench."""
+    import tempfile
+    from pathlib import Path
+
+    import hwcompile
+    from hwcompile.artifact import read_metadata
+    from hwcompile.bench import bench_artifact
+    from hwcompile.target import resolve_target
+
+    target = ctx.target if ctx.target is not None else resolve_target("cpu")
+    result: dict = {"latency": {"target": target.name, "passes": MEASURE_PASSES, "batch": 1,
+                                "repeat": repeat, "statistic": "median"}}
+    with tempfile.TemporaryDirectory(prefix="hwcompile-prune-") as tmp:
+        for label, model in (("before", before), ("after", after)):
+            ctx.progress(f"prune: measuring latency {label} pruning on {target.name}")
+            art = hwcompile.compile(model, target, Path(tmp) / label, passes=MEASURE_PASSES)
+            if not read_metadata(art).get("loadable", True):
+                result["latency"]["note"] = f"target {target.name} builds a library this host cannot run"
+                return result
+            stats = bench_artifact(art, repeat=repeat, warmup=3)
+            result[f"latency_ms_{label}"] = round(stats["median_ms"], 4)
+            result["latency"]["threads"] = stats["threads"]
+    result["speedup"] = round(result["latency_ms_before"] / result["latency_ms_after"], 3)
+    return result
