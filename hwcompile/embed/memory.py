@@ -1,0 +1,59 @@
+"""Memory planned for one run, read from the Relax module after memory planning.
+
+The target's Relax pipeline ends with StaticPlanBlockMemory and VM lowering, after which
+every buffer the VM allocates per run is a ``relax.vm.alloc_storage`` with a constant
+byte size. The storages are allocated together at function entry, so their sum is the peak.
+The Relax VM reports the same sizes to an instrument at run time (tests compare the two).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tvm
+from tvm import relax
+
+from hwcompile.errors import TargetError
+
+_ALLOC_STORAGE = "relax.vm.alloc_storage"
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    storage_bytes: tuple[int, ...]  # one entry per planned storage, in program order
+
+    @property
+    def activation_bytes(self) -> int:
+        return sum(self.storage_bytes)
+
+
+def lower(mod: tvm.IRModule, target: Any, db: str | Path | None = None) -> tvm.IRModule:
+    """The module after the Relax pipeline the CPU target builds with (same kernels, same
+    tuning records), so the C library computes what the artifact's model.so computes."""
+    from hwcompile.tune.database import open_database
+    from hwcompile.tune.pipeline import cpu_pipeline
+
+    database = open_database(db, target.tvm_target, create=False) if db else None
+    pipeline = cpu_pipeline(target.tvm_target, target.constraints.channel_multiple, database)
+    with target.tvm_target:
+        return pipeline(mod)
+
+
+def plan(lowered: tvm.IRModule, function: str = "main") -> MemoryPlan:
+    """Planned storages of ``function`` in a lowered module; a symbolic size is an error."""
+    sizes: list[int] = []
+
+    def visit(expr: relax.Expr) -> None:
+        if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) \
+                and expr.op.name == _ALLOC_STORAGE:
+            shape = expr.args[0]
+            values = [v for v in shape.values] if isinstance(shape, relax.ShapeExpr) else []
+            if len(values) != 1 or not isinstance(values[0], tvm.tirx.IntImm):
+                raise TargetError(f"memory plan: storage of size {shape} is not static; "
+                                  "fix every input shape with --input-shape")
+            sizes.append(int(values[0]))
+
+    relax.analysis.post_order_visit(lowered[function], visit)
+    return MemoryPlan(tuple(sizes))
