@@ -66,15 +66,14 @@ else()
   set(hwcompile_RUNTIME_FOUND TRUE)
 endif()
 
-# cpu:<arch> for a cross toolchain's processor (the triples targets/cpu.py knows). Armv7
-# is spelled out: Debian's gnueabihf toolchain needs the hard-float ABI, which plain
-# cpu:armv7 does not select (its objects then fail to link).
+# cpu:<arch> for a cross toolchain's processor (the triples targets/cpu.py knows; its armv7
+# target uses the hard-float ABI Debian's gnueabihf toolchain links).
 function(_hwcompile_target_spec spec out)
   if(spec STREQUAL "cpu" AND CMAKE_CROSSCOMPILING)
     if(CMAKE_SYSTEM_PROCESSOR MATCHES "^(aarch64|arm64)$")
       set(spec "cpu:aarch64")
     elseif(CMAKE_SYSTEM_PROCESSOR MATCHES "^armv?7")
-      set(spec [[{"kind": "llvm", "mtriple": "armv7a-linux-gnueabihf", "mfloat-abi": "hard", "mattr": ["+neon"]}]])
+      set(spec "cpu:armv7")
     else()
       set(spec "cpu:${CMAKE_SYSTEM_PROCESSOR}")
     endif()

@@ -115,7 +115,10 @@ def cpu_target(argument: str | None) -> CpuTarget:
         if "-" not in triple:
             raise TargetError(f"target 'cpu:{argument}': unknown architecture; use one of "
                               f"{', '.join(_TRIPLES)} or a full triple like aarch64-linux-gnu")
-        return CpuTarget(tvm.target.Target({"kind": "llvm", "mtriple": triple}), f"cpu:{argument}")
+        config: dict = {"kind": "llvm", "mtriple": triple}
+        if triple.endswith("gnueabihf"):  # hard-float ABI, or Debian's armhf linker refuses it
+            config.update({"mfloat-abi": "hard", "mattr": ["+neon"]})
+        return CpuTarget(tvm.target.Target(config), f"cpu:{argument}")
     except TargetError:
         raise
     except Exception as err:  # TVM rejects a bad target with assorted error types
