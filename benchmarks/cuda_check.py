@@ -2,7 +2,7 @@
 artifacts vs onnxruntime (CPU), fp32 and mixed precision, optionally tuned.
 
     .venv/bin/python benchmarks/cuda_check.py [--models digits,resnet18_112] [--repeat 100]
-        [--tune-trials 0] [--out benchmarks/results_cuda.md]
+        [--tune-trials 0] [--out benchmarks/RESULTS.md]
 
 Exits non-zero if any fp32 output differs from onnxruntime by more than 1e-3 (relative to
 the output's magnitude). Without a GPU it says so and exits 2.

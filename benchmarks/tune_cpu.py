@@ -6,7 +6,7 @@
 For each model: compile without tuning (heuristic default schedules), tune into
 DB_ROOT/<model> (resumed if it exists), compile with the database, then time all three and
 onnxruntime back to back (median of --repeat calls, batch 1). Prints a Markdown table for
-benchmarks/results_tune.md with the machine, date, budget and command.
+benchmarks/RESULTS.md with the machine, date, budget and command.
 """
 
 from __future__ import annotations
