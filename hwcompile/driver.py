@@ -69,6 +69,7 @@ def compile(  # mirrors the CLI verb, as tvm.compile does
             "library": built.library,
             "loadable": built.loadable,
             "target_extra": built.extra,
+            "runtime_weights": built.runtime_weights,
             "inputs": [s.to_json() for s in optimized.inputs],
             "outputs": [s.to_json() for s in optimized.outputs],
             "pipeline": report,

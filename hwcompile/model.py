@@ -10,6 +10,7 @@ as constants right before a target builds the module.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,8 +89,9 @@ class Model:
     def num_params(self) -> int:
         return sum(int(a.size) for a in self.params.values())
 
-    def bound_module(self) -> tvm.IRModule:
-        """The module with every weight bound as a constant: what a target builds."""
-        binding = {name: tvm.runtime.tensor(np.ascontiguousarray(a)) for name, a in self.params.items()}
-        mod = relax.transform.BindParams("main", binding)(self.mod)
-        return mod
+    def bound_module(self, keep: Collection[str] = ()) -> tvm.IRModule:
+        """The module with every weight bound as a constant (what a target builds), except
+        the weights named in ``keep``, which stay parameters of ``main`` in their order."""
+        binding = {name: tvm.runtime.tensor(np.ascontiguousarray(a))
+                   for name, a in self.params.items() if name not in keep}
+        return relax.transform.BindParams("main", binding)(self.mod)

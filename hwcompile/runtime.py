@@ -47,6 +47,19 @@ class CompiledModel:
                                 f"{str(err).strip().splitlines()[0]}") from None
         self._vm = relax.VirtualMachine(library, self.device)
         self._main = self._vm["main"]
+        self._weights = self._runtime_weights()
+
+    def _runtime_weights(self) -> list[Any]:
+        """Weights the library takes as arguments (stored compactly beside it), on device."""
+        import tvm
+
+        from .sparse_weights import read
+
+        spec = self.metadata.get("runtime_weights") or {}
+        if not spec:
+            return []
+        dense = read(self.path / spec["file"], spec["weights"])
+        return [tvm.runtime.tensor(np.ascontiguousarray(a), self.device) for a in dense]
 
     def _check(self, feeds: Mapping[str, Any]) -> list[np.ndarray]:
         names = [spec.name for spec in self.inputs]
@@ -79,7 +92,7 @@ class CompiledModel:
 
     def invoke(self, device_inputs: list[Any]) -> Any:
         """Run on already-checked device tensors; returns the raw TVM result."""
-        return self._main(*device_inputs)
+        return self._main(*device_inputs, *self._weights)
 
     def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
         result = self.invoke(self.to_device(feeds))

@@ -48,6 +48,8 @@ class BuildResult:
     library: str  # file name of the loadable (or linkable) library
     loadable: bool  # False for a cross-compiled object archive
     extra: dict[str, Any] = field(default_factory=dict)  # target-specific metadata
+    # Weights left out of the library and passed on every call (see sparse_weights.py).
+    runtime_weights: dict[str, Any] = field(default_factory=dict)
 
 
 class Target:

@@ -13,6 +13,8 @@ import tvm
 
 from hwcompile.errors import TargetError
 from hwcompile.model import Model
+from hwcompile.sparse_weights import SPARSE_FILE, compact_worthy
+from hwcompile.sparse_weights import write as write_sparse
 from hwcompile.target import BuildResult, Constraints, Target, register_target
 from hwcompile.tune.database import open_database
 from hwcompile.tune.pipeline import cpu_pipeline, tunable_module
@@ -85,11 +87,18 @@ class CpuTarget(Target):
         database = open_database(db, self.tvm_target, create=False) if db else None
         stats: dict[str, int] = {}
         pipeline = cpu_pipeline(self.tvm_target, self.default_schedule_lanes, database, stats)
-        executable = tvm.compile(model.bound_module(), self.tvm_target, relax_pipeline=pipeline)
+        # Mostly-zero weights (after sparsify) go into a compact file, not the library.
+        sparse = [] if self.cross else compact_worthy(model.params)
+        executable = tvm.compile(model.bound_module(keep=sparse), self.tvm_target,
+                                 relax_pipeline=pipeline)
         tuning = {"tuning_db": str(db), **stats} if db else {}
         if not self.cross:
             executable.export_library(str(out_dir / "model.so"))
-            return BuildResult(library="model.so", loadable=True, extra=tuning)
+            runtime_weights = {"file": SPARSE_FILE, "format": "csr",
+                               "weights": write_sparse(out_dir / SPARSE_FILE, model.params, sparse)
+                               } if sparse else {}
+            return BuildResult(library="model.so", loadable=True, extra=tuning,
+                               runtime_weights=runtime_weights)
         gcc = shutil.which(_CROSS_GCC.get(self.triple, f"{self.triple}-gcc"))
         if gcc:
             from tvm.support import cc

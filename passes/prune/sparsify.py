@@ -15,6 +15,7 @@ import numpy as np
 from hwcompile.model import Model
 from hwcompile.pipeline import PassContext, register_pass
 from hwcompile.rewrite import call_name, dataflow_bindings
+from hwcompile.sparse_weights import csr_bytes
 
 from . import data, importance
 from .structured import check_ratio
@@ -32,12 +33,6 @@ def kernel_names(model: Model) -> list[str]:
             if weight is not None:
                 names[weight] = None
     return list(names)
-
-
-def csr_bytes(array: np.ndarray) -> int:
-    """Bytes of ``array`` as CSR over its first axis (values, int32 indices, int32 row ptr)."""
-    nonzero = int(np.count_nonzero(array))
-    return nonzero * (array.itemsize + 4) + 4 * (array.shape[0] + 1)
 
 
 def sparsity_figures(model: Model, names: list[str]) -> dict[str, object]:

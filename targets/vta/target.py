@@ -93,7 +93,7 @@ class VtaTarget(Target):
             "latency_ms_per_sample": cycles / (self.cfg.clock_mhz * 1e3),
             "partition": [d.to_json() for d in part.decisions],
             "programs": programs,
-        })
+        }, runtime_weights=built.runtime_weights)
 
 
 def parse(argument: str | None) -> VtaTarget:
