@@ -193,6 +193,13 @@ def _PadThroughPermute(mod: IRModule, _ctx: tvm.transform.PassContext) -> IRModu
 # Below this much work (multiply-adds, or elements for elementwise kernels) a kernel runs
 # on one thread: waking the pool costs ~10 µs, more than such a kernel takes.
 _PARALLEL_MIN_WORK = 1 << 17
+# A symbolic extent (a dynamic batch) counts as this much in that decision: small per-sample
+# kernels then stay on one thread at batch 1, where waking the pool cost more than they do.
+_SYMBOLIC_EXTENT_GUESS = 8
+
+
+def _work(extents: list[int | None]) -> int:
+    return math.prod(_SYMBOLIC_EXTENT_GUESS if e is None else e for e in extents)
 
 
 def _divisor(extent: int, choices: tuple[int, ...]) -> int:
@@ -229,7 +236,7 @@ def _schedule_elementwise(sch: Schedule, block, lanes: int) -> None:
         _, inner = sch.split(inner, [None, vec])
         sch.vectorize(inner)
     outer = sch.get_loops(block)[:-2 if vec > 1 else -1] if len(loops) > 1 else []
-    if outer and (None in extents or math.prod(extents) >= _PARALLEL_MIN_WORK):
+    if outer and _work(extents) >= _PARALLEL_MIN_WORK:
         sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])
 
 
@@ -267,8 +274,7 @@ def _schedule_reduction(sch: Schedule, block, lanes: int) -> bool:
     # Loop annotations before decompose_reduction: they need the intact reduction block,
     # and the init loops it creates copy them.
     parallel = tile_outer[:-1] if len(tile_outer) > 1 else tile_outer
-    work = math.prod(e or 1 for e in extents) * math.prod(e or 1 for e in _loop_extents(sch, reduce))
-    if None in extents or work >= _PARALLEL_MIN_WORK:  # a symbolic batch: assume it is big
+    if _work(extents) * _work(_loop_extents(sch, reduce)) >= _PARALLEL_MIN_WORK:
         sch.parallel(sch.fuse(*parallel) if len(parallel) > 1 else parallel[0])
     if r_in is not None:
         sch.unroll(r_in)
