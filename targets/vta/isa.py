@@ -111,7 +111,9 @@ class MemInsn(Insn):
 
 
 @dataclass(frozen=True, kw_only=True)
-class GemmInsn(Insn):
+class _LoopInsn(Insn):
+    """Fields GEMM and ALU share: the same word-0 layout and the two-level uop loop."""
+
     reset_reg: bool = False
     uop_bgn: int = 0
     uop_end: int = 0
@@ -121,6 +123,10 @@ class GemmInsn(Insn):
     dst_factor_in: int = 0
     src_factor_out: int = 0
     src_factor_in: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class GemmInsn(_LoopInsn):
     wgt_factor_out: int = 0
     wgt_factor_in: int = 0
 
@@ -128,16 +134,7 @@ class GemmInsn(Insn):
 
 
 @dataclass(frozen=True, kw_only=True)
-class AluInsn(Insn):
-    reset_reg: bool = False
-    uop_bgn: int = 0
-    uop_end: int = 0
-    iter_out: int = 1
-    iter_in: int = 1
-    dst_factor_out: int = 0
-    dst_factor_in: int = 0
-    src_factor_out: int = 0
-    src_factor_in: int = 0
+class AluInsn(_LoopInsn):
     alu_opcode: AluOp = AluOp.MIN
     use_imm: bool = False
     imm: int = 0
