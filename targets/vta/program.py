@@ -223,14 +223,8 @@ class ProgramBuilder:
              reset: bool = False) -> None:
         """GEMM micro-kernel: uops (dst ACC, src INP, wgt WGT) inside <= 2 loops of
         (extent, dst_factor, src_factor, wgt_factor); loop 0 is iter_out."""
-        kernel = self._uop_array(uops)
-        (io, ii), f = self._loops(loops, gemm=True)
-        bgn = self._cached(kernel)
-        self._emit(GemmInsn(reset_reg=reset, uop_bgn=bgn, uop_end=bgn + len(kernel),
-                            iter_out=io, iter_in=ii, dst_factor_out=f[0][0],
-                            dst_factor_in=f[1][0], src_factor_out=f[0][1],
-                            src_factor_in=f[1][1], wgt_factor_out=f[0][2],
-                            wgt_factor_in=f[1][2]))
+        fields, f = self._loop_fields(uops, loops, reset, gemm=True)
+        self._emit(GemmInsn(**fields, wgt_factor_out=f[0][2], wgt_factor_in=f[1][2]))
 
     def alu(self, op: AluOp | str, uops: Iterable[UopSpec], loops: Sequence[Loop] = (),
             imm: int | None = None, reset: bool = False) -> None:
@@ -239,14 +233,21 @@ class ProgramBuilder:
         op = _ALU_NAMES.get(op, op) if isinstance(op, str) else op
         if not isinstance(op, AluOp):
             raise VTAError(f"ALU op {op!r} is unknown; use one of {', '.join(_ALU_NAMES)}")
-        kernel = self._uop_array(uops)
-        (io, ii), f = self._loops(loops, gemm=False)
-        bgn = self._cached(kernel)
-        self._emit(AluInsn(reset_reg=reset, uop_bgn=bgn, uop_end=bgn + len(kernel),
-                           iter_out=io, iter_in=ii, dst_factor_out=f[0][0],
-                           dst_factor_in=f[1][0], src_factor_out=f[0][1],
-                           src_factor_in=f[1][1], alu_opcode=op, use_imm=imm is not None,
+        fields, _ = self._loop_fields(uops, loops, reset, gemm=False)
+        self._emit(AluInsn(**fields, alu_opcode=op, use_imm=imm is not None,
                            imm=0 if imm is None else imm))
+
+    def _loop_fields(self, uops: Iterable[UopSpec], loops: Sequence[Loop], reset: bool,
+                     gemm: bool) -> tuple[dict, list]:
+        """Fields GEMM and ALU share (uop range in the cache, loops, dst/src factors), and
+        the per-loop factor tuples."""
+        kernel = self._uop_array(uops)
+        (io, ii), f = self._loops(loops, gemm=gemm)
+        bgn = self._cached(kernel)
+        return {"reset_reg": reset, "uop_bgn": bgn, "uop_end": bgn + len(kernel),
+                "iter_out": io, "iter_in": ii, "dst_factor_out": f[0][0],
+                "dst_factor_in": f[1][0], "src_factor_out": f[0][1],
+                "src_factor_in": f[1][1]}, f
 
     @staticmethod
     def _uop_array(uops: Iterable[UopSpec]) -> np.ndarray:
