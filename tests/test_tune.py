@@ -254,8 +254,8 @@ def test_default_schedules_with_a_dynamic_batch(tmp_path):
     proto = conv_bn_model()  # batch "N"
     target = resolve_target("cpu")
     mod = target.tunable_module(import_onnx(proto).bound_module())
-    for name in ("fused_conv2d_add", "fused_matmul_add1"):
-        func = next(f for g, f in mod.functions_items() if g.name_hint == name)
+    for name in ("fused_conv2d_add", "fused_matmul_add"):  # numbered suffixes vary
+        func = next(f for g, f in mod.functions_items() if g.name_hint.startswith(name))
         assert isinstance(func, tvm.tirx.PrimFunc)
         scheduled = schedule_func(func, target.default_schedule_lanes)
         assert scheduled is not None and "T.vectorized" in scheduled.script(), name

@@ -6,9 +6,12 @@ every conv, dense and pooling kernel has its output channels innermost and conti
 Then, per PrimFunc:
 
 - the main reduction block (conv, matmul, pooling) gets a register tile of
-  ``rows × vector`` outputs accumulated in a small buffer LLVM keeps in registers, the
-  reduction loops outside that tile, the outer spatial loops in parallel, and its
-  elementwise epilogue (bias, ReLU, residual add) inlined into the write-back;
+  ``rows × vector`` outputs (rows from the output width, and height when the width is
+  short) accumulated in a small buffer LLVM keeps in registers, sized to the register
+  file; the reduction loops outside that tile; output-channel blocks outermost and the
+  outer loops in parallel; its elementwise epilogue (bias, ReLU, residual add) inlined
+  into the write-back; constant weights re-laid out once, at compile time, so each
+  channel block's weights are one contiguous stream (``_prepack_weights``);
 - every other block (padding, elementwise, layout changes) runs its outer loops in
   parallel and its innermost loop vectorized.
 
@@ -25,6 +28,7 @@ import tvm
 from tvm import relax, tirx
 from tvm.ir import IRModule
 from tvm.s_tir import Schedule
+from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.schedule import ScheduleError
 
 _SCHEDULED = "tirx.is_scheduled"
@@ -253,20 +257,18 @@ def _schedule_reduction(sch: Schedule, block, lanes: int) -> bool:
     extents = _loop_extents(sch, spatial)
     if extents[-1] is None:
         return False  # the SIMD axis must be static; outer ones (the batch) may be symbolic
-    # Innermost spatial axis (output channels in NHWC, columns of a matmul): SIMD lanes.
-    vec = _divisor(extents[-1], (lanes * 2, lanes, 4))
+    # Innermost spatial axis (output channels in NHWC, columns of a matmul): SIMD lanes;
+    # the next one or two (output width and height, matmul rows): independent rows.
+    vec, rows = _register_tile(extents, lanes)
     v_out, v_in = sch.split(spatial[-1], [None, vec])
-    if len(spatial) > 1 and extents[-2] is not None:
-        # The next axis (output width, matmul rows): independent accumulators, ≤ 12 registers.
-        max_rows = max(1, 12 // max(1, vec // lanes))
-        rows = _divisor(extents[-2], tuple(range(max_rows, 0, -1)))
-        r_out, r_in = sch.split(spatial[-2], [None, rows])
-        tile_outer = [*spatial[:-2], v_out, r_out]
-    else:  # a single spatial axis, or symbolic rows (a dynamic batch of a matmul)
-        r_in = None
-        tile_outer = [*spatial[:-1], v_out]
-    order = [*tile_outer, *reduce, *([r_in] if r_in is not None else []), v_in]
-    sch.reorder(*order)
+    row_in, row_out = [], []
+    for axis, factor in zip((-2, -3), rows):
+        outer, inner = sch.split(spatial[axis], [None, factor])
+        row_out.insert(0, outer)
+        row_in.insert(0, inner)
+    # Channel blocks outermost: each block's weights stay in cache across all positions.
+    tile_outer = [v_out, *spatial[:len(spatial) - 1 - len(rows)], *row_out]
+    sch.reorder(*tile_outer, *reduce, *row_in, v_in)
     # Accumulate the tile in a small buffer, write back (plus the epilogue) per tile.
     acc = sch.cache_write(block, 0, "global")
     sch.reverse_compute_at(acc, tile_outer[-1])
@@ -276,14 +278,53 @@ def _schedule_reduction(sch: Schedule, block, lanes: int) -> bool:
     parallel = tile_outer[:-1] if len(tile_outer) > 1 else tile_outer
     if _work(extents) * _work(_loop_extents(sch, reduce)) >= _PARALLEL_MIN_WORK:
         sch.parallel(sch.fuse(*parallel) if len(parallel) > 1 else parallel[0])
-    if r_in is not None:
-        sch.unroll(r_in)
+    for loop in row_in:
+        sch.unroll(loop)
     sch.vectorize(v_in)
     acc_loops = sch.get_loops(acc)[len(tile_outer):]
     if acc_loops:
         sch.vectorize(acc_loops[-1])
     sch.decompose_reduction(block, reduce[0])
     return True
+
+
+def _register_tile(extents: list[int | None], lanes: int) -> tuple[int, list[int]]:
+    """SIMD width and row factors (for spatial axes -2, -3) of the register tile: the most
+    multiply-adds per value loaded (vector·rows / (vectors + rows)) within the register
+    file (32 vector registers with AVX-512, else 16), a few kept for operands."""
+    budget = 26 if lanes >= 16 else 12
+    best = (0.0, lanes, [])
+    for vregs in (2, 1):
+        vec = vregs * lanes
+        if extents[-1] % vec:
+            continue
+        w = extents[-2] if len(extents) > 1 else None
+        h = extents[-3] if len(extents) > 2 else None
+        for rw in ([d for d in range(1, w + 1) if w % d == 0] if w else [1]):
+            for rh in ([d for d in range(1, h + 1) if h % d == 0] if h and rw == w else [1]):
+                rows = rw * rh
+                if vregs * rows > budget:
+                    continue
+                score = vregs * rows / (vregs + rows)
+                if score > best[0] + 1e-9:
+                    best = (score, vec, [rw] if w and rh == 1 else [rw, rh] if w else [])
+    if best[0] == 0.0:  # channels not a multiple of the lanes
+        vec = _divisor(extents[-1], (lanes * 2, lanes, 4))
+        return vec, []
+    return best[1], best[2]
+
+
+def _prepack_weights(sch: Schedule) -> None:
+    """Constant weights (``layout_free_buffers``) re-laid out in the order the scheduled
+    loops read them: one contiguous stream per channel block instead of ``vec`` values
+    every ``channels`` elements. This is MetaSchedule's own RewriteLayout postprocessor, as
+    a postprocessing step of the trace, so tuning replays it like its own candidates'. The
+    copy is split into its own function and folded at compile time (see pipeline.py)."""
+    if not sch.mod["main"].attrs.get("layout_free_buffers"):
+        return
+    sch.enter_postproc()
+    if not ms.postproc.RewriteLayout().apply(sch):
+        raise ScheduleError("RewriteLayout failed")
 
 
 def _inline_epilogue(sch: Schedule, writeback) -> None:
@@ -321,6 +362,7 @@ def heuristic_schedule(mod: IRModule, lanes: int) -> Schedule | None:
                 _schedule_elementwise(sch, block, lanes)
             except ScheduleError:
                 pass  # a block left as is is still correct
+    _prepack_weights(sch)
     return sch
 
 

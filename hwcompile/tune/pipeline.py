@@ -3,7 +3,8 @@
 Tuning extracts its tasks from the module after ``tunable_passes``; compiling runs the
 same passes, so every fused kernel is structurally identical to a tuned workload and a
 database record applies to it. After them: tuned schedules from the database (if any),
-heuristic defaults for the rest (``defaults.py``), then TVM's stock lowering.
+heuristic defaults for the rest (``defaults.py``), weight re-layouts those schedules
+asked for split out and folded into the constants, then TVM's stock lowering.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from .defaults import HeuristicCpuSchedule, cpu_layout
 
 
 def tunable_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
-    """Layout choice, op legalization and fusion: what tuning tasks are cut from."""
+    """Layout choice, op legalization and fusion: what tuning tasks are cut from. Kernels
+    learn which parameters are constant weights (``layout_free_buffers``): schedules,
+    tuned or default, may then change those weights' layout for free."""
     return [cpu_layout(), *cpu_generic.library_dispatch_passes(target),
-            *cpu_generic.legalize_passes(target)]
+            *cpu_generic.legalize_passes(target), relax.transform.AttachAttrLayoutFreeBuffers()]
 
 
 def tunable_module(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
@@ -50,6 +53,7 @@ def cpu_pipeline(target: tvm.target.Target, lanes: int, database: object | None 
         if database is not None:
             scheduling[:0] = [relax.transform.MetaScheduleApplyDatabase(),
                               count_scheduled(stats if stats is not None else {})]
+        scheduling += [relax.transform.SplitLayoutRewritePreproc(), relax.transform.FoldConstant()]
         passes = (tunable_passes(target) + scheduling
                   + cpu_generic.dataflow_lower_passes(target) + cpu_generic.finalize_passes(target))
         with target:
