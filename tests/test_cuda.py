@@ -11,7 +11,7 @@ import pytest
 from conftest import conv_bn_model, ort_run
 
 import hwcompile
-from hwcompile.errors import ArtifactError, TargetError
+from hwcompile.errors import ArtifactError, PassError, TargetError
 from hwcompile.target import resolve_target
 
 
@@ -81,20 +81,37 @@ def test_mixed_precision_cuda_uses_fp16(tmp_path):
 
 
 def test_mixed_precision_accuracy_on_cpu(tmp_path):
-    """fp16 storage/compute with fp32 accumulation vs onnxruntime fp32: the error is that of
-    fp16 rounding (~1e-3 relative), far above fp32's (~1e-7), and below 1e-2."""
+    """fp16/bf16 storage and compute with fp32 accumulation vs onnxruntime fp32: the error
+    is that of the narrow type's rounding (fp16 ~1e-3 relative, bf16 with 3 fewer mantissa
+    bits larger still), far above fp32's (~1e-7), and below 1e-2."""
     proto = conv_bn_model(batch=1)
     x = np.random.default_rng(0).standard_normal((4, 1, 3, 8, 8)).astype(np.float32)
-    mixed = hwcompile.load(hwcompile.compile(
-        proto, "cpu", tmp_path / "mp", passes="fold-constants,fold-batchnorm,dce,mixed-precision"))
-    full = hwcompile.load(hwcompile.compile(proto, "cpu", tmp_path / "fp32"))
+    folding = "fold-constants,fold-batchnorm,dce"
+    models = {"float32": hwcompile.load(hwcompile.compile(proto, "cpu", tmp_path / "fp32"))}
+    for dtype in ("float16", "bfloat16"):
+        art = hwcompile.compile(proto, "cpu", tmp_path / dtype,
+                                passes=f"{folding},mixed-precision(dtype={dtype})")
+        assert json.loads((art / "metadata.json").read_text())["model"]["mixed_precision"]["dtype"] == dtype
+        models[dtype] = hwcompile.load(art)
+    errors = {name: 0.0 for name in models}
     for sample in x:
         want = ort_run(proto, {"x": sample})[0]
         scale = float(np.abs(want).max())
-        mixed_err = float(np.abs(mixed(sample) - want).max()) / scale
-        full_err = float(np.abs(full(sample) - want).max()) / scale
-        assert mixed_err < 1e-2
-        assert full_err < 1e-5 < mixed_err  # the pass really computes in fp16
+        for name, model in models.items():
+            errors[name] = max(errors[name], float(np.abs(model(sample) - want).max()) / scale)
+    assert errors["float32"] < 1e-5 < errors["float16"] < errors["bfloat16"] < 1e-2, errors
+
+
+@needs_nvcc
+def test_bfloat16_cuda_kernels(tmp_path):
+    art = hwcompile.compile(conv_bn_model(batch=1), "cuda:sm_80", tmp_path / "bf16",
+                            passes="fold-constants,fold-batchnorm,dce,mixed-precision(dtype=bfloat16)")
+    assert ".bf16" in (art / "kernels.ptx").read_text()
+
+
+def test_mixed_precision_rejects_other_types():
+    with pytest.raises(PassError, match="float16 or bfloat16"):
+        hwcompile.compile(conv_bn_model(batch=1), "cpu", "unused", passes="mixed-precision(dtype=int8)")
 
 
 @pytest.mark.gpu
