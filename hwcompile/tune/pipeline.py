@@ -13,14 +13,14 @@ import tvm
 from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 
-from .defaults import HeuristicCpuSchedule, cpu_layout
+from .defaults import HeuristicCpuSchedule, cpu_layout, has_vnni
 
 
 def tunable_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
     """Layout choice, op legalization and fusion: what tuning tasks are cut from. Kernels
     learn which parameters are constant weights (``layout_free_buffers``): schedules,
     tuned or default, may then change those weights' layout for free."""
-    return [cpu_layout(), *cpu_generic.library_dispatch_passes(target),
+    return [cpu_layout(target), *cpu_generic.library_dispatch_passes(target),
             *cpu_generic.legalize_passes(target), relax.transform.AttachAttrLayoutFreeBuffers()]
 
 
@@ -49,7 +49,7 @@ def cpu_pipeline(target: tvm.target.Target, lanes: int, database: object | None 
 
     @tvm.transform.module_pass(opt_level=0, name="HwcompileCpuPipeline")
     def _pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        scheduling = [HeuristicCpuSchedule(lanes)]
+        scheduling = [HeuristicCpuSchedule(lanes, has_vnni(target))]
         if database is not None:
             scheduling[:0] = [relax.transform.MetaScheduleApplyDatabase(),
                               count_scheduled(stats if stats is not None else {})]

@@ -1,0 +1,195 @@
+"""CPU-only Relax rewrites of the quantized (integer) graph, run around ConvertLayout.
+
+The quantize pass's Relax form (which the VTA partitioner matches) is left as it is; these
+rewrites are exact and only change how the CPU computes it:
+
+- ``conv2d(pad(x, zp), W)`` → ``conv2d(x, W, padding) + C``: the padding happens inside
+  the conv kernel, not in a kernel and a tensor of its own per int8 conv;
+- with VNNI (``unsigned=True``), the conv's int8 activations become uint8 (``x + 128``),
+  the operand type of the VNNI dot product, and ``C`` absorbs the ``-128·ΣW`` that costs;
+- ``R.clip`` → ``minimum(maximum(...))`` and pads moved through transposes: clip and pad
+  have no layout inference in TVM, so ConvertLayout would otherwise transpose every int8
+  conv's output back to NCHW and forth again (twice the kernels of the float model).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax, tirx
+from tvm.ir import IRModule
+
+
+def integer_graph_passes(unsigned: bool) -> list[tvm.transform.Pass]:
+    """The rewrites before ConvertLayout; ``pad_through_permute`` comes after it."""
+    return [fold_zero_point_pad(unsigned), integer_clip_to_min_max]
+
+
+def vnni_conv_shape(weight_shape: tuple[int, ...]) -> bool:
+    """OIHW int8 weights the VNNI schedule takes: 16 output channels (one register of int32
+    sums) by 4 input channels (one dot product) at a time."""
+    return weight_shape[0] % 16 == 0 and weight_shape[1] % 4 == 0
+
+
+def _to_uint8(x: relax.Expr) -> relax.Expr:
+    """int8 x → uint8 x + 128 (the same bits with the sign bit flipped)."""
+    return relax.op.astype(relax.op.add(relax.op.astype(x, "int16"), relax.const(128, "int16")),
+                           "uint8")
+
+
+def _constant_image_conv(w: np.ndarray, shape: tuple[int, int, int], width: list[int],
+                         border: int, interior: int, strides: list[int],
+                         dilation: list[int]) -> np.ndarray:
+    """conv(image, w) (no bias; int64, shape (O, out_h, out_w)) of the padded image whose
+    border ring holds ``border`` and whose inside holds ``interior``."""
+    channels, height, width_ = shape
+    image = np.full((channels, height + width[4] + width[5], width_ + width[6] + width[7]),
+                    border, np.int64)
+    image[:, width[4]:width[4] + height, width[6]:width[6] + width_] = interior
+    (sy, sx), (dy, dx) = strides, dilation
+    kh, kw = w.shape[2:]
+    out_h = (image.shape[1] - dy * (kh - 1) - 1) // sy + 1
+    out_w = (image.shape[2] - dx * (kw - 1) - 1) // sx + 1
+    out = np.zeros((w.shape[0], out_h, out_w), np.int64)
+    for ky in range(kh):
+        for kx in range(kw):
+            patch = image[:, ky * dy:ky * dy + sy * (out_h - 1) + 1:sy,
+                          kx * dx:kx * dx + sx * (out_w - 1) + 1:sx]
+            out += np.einsum("oc,chw->ohw", w[:, :, ky, kx], patch)
+    return out
+
+
+@relax.expr_functor.mutator
+class _ConvInputMutator(relax.PyExprMutator):
+    def __init__(self, mod: IRModule, unsigned: bool):
+        super().__init__(mod)
+        self.unsigned = unsigned
+
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        call = super().visit_call_(call)
+        if not isinstance(call.op, tvm.ir.Op) or call.op.name != "relax.nn.conv2d":
+            return call
+        a, weight = call.attrs, call.args[1]
+        if (not isinstance(weight, tvm.ir.expr.Constant) or int(a.groups) != 1
+                or a.data_layout != "NCHW" or a.kernel_layout != "OIHW"
+                or a.out_layout != "NCHW" or str(a.out_dtype) != "int32"
+                or any(int(p) for p in a.padding)):
+            return call
+        w = weight.value.numpy().astype(np.int64)
+        data = self.lookup_binding(call.args[0]) if isinstance(call.args[0], relax.Var) else None
+        if (isinstance(data, relax.Call) and isinstance(data.op, tvm.ir.Op)
+                and data.op.name == "relax.nn.pad" and data.attrs.pad_mode == "constant"):
+            x, width, value = data.args[0], [int(v) for v in data.attrs.pad_width], float(data.attrs.pad_value)
+        else:
+            x, width, value = call.args[0], [0] * 8, 0.0
+        ty = x.ty if isinstance(x.ty, relax.TensorType) else None
+        unsigned = (self.unsigned and ty is not None and str(ty.dtype) == "int8"
+                    and vnni_conv_shape(w.shape))
+        if (ty is None or len(width) != 8 or any(width[:4]) or value != int(value)
+                or not all(isinstance(d, tirx.IntImm) for d in list(ty.shape)[1:])
+                or (not unsigned and not any(width))):
+            return call
+        # pad(x, v) = zero-padded x + an image of v on the border (0 inside); with uint8
+        # operands x = (x + 128) − 128 inside as well: the conv of that constant image is
+        # a constant added to the conv of the zero-padded (unsigned) input.
+        shape = tuple(int(d) for d in list(ty.shape)[1:])
+        offset = _constant_image_conv(w, shape, width, int(value), -128 if unsigned else 0,
+                                      [int(v) for v in a.strides], [int(v) for v in a.dilation])
+        if np.abs(offset).max(initial=0) >= 2**31:
+            return call
+        conv = relax.op.nn.conv2d(_to_uint8(x) if unsigned else x, weight, strides=a.strides,
+                                  padding=[width[4], width[6], width[5], width[7]],
+                                  dilation=a.dilation, groups=1, data_layout="NCHW",
+                                  kernel_layout="OIHW", out_layout="NCHW", out_dtype="int32")
+        return relax.op.add(self.builder_.normalize(conv),
+                            relax.const(offset[None].astype(np.int32), "int32"))
+
+
+def fold_zero_point_pad(unsigned: bool) -> tvm.transform.Pass:
+    """``conv2d(pad(x, zp), W)`` → ``conv2d(x', W, padding) + C`` with ``x' = x`` (or its
+    uint8 form, ``unsigned``) and ``C`` the conv of a constant image: the same int32 sums."""
+
+    @tvm.transform.module_pass(opt_level=0, name="FoldZeroPointPad")
+    def _fold(mod: IRModule, _ctx: tvm.transform.PassContext) -> IRModule:
+        mutator = _ConvInputMutator(mod, unsigned)
+        for gvar, func in mod.functions_items():
+            if isinstance(func, relax.Function):
+                mutator.builder_.update_func(gvar, mutator.visit_expr(func))
+        return relax.transform.DeadCodeElimination()(mutator.builder_.get())
+
+    return _fold
+
+
+def _int_value(expr: object) -> int | None:
+    """The integer of a constant clip bound (IntImm, or a PrimValue holding one)."""
+    while not isinstance(expr, tirx.IntImm):
+        if not hasattr(expr, "value"):
+            return None
+        expr = expr.value
+    return int(expr.value)
+
+
+@relax.expr_functor.mutator
+class _ClipMutator(relax.PyExprMutator):
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        call = super().visit_call_(call)
+        if not isinstance(call.op, tvm.ir.Op) or call.op.name != "relax.clip":
+            return call
+        dtype = str(call.args[0].ty.dtype) if isinstance(call.args[0].ty, relax.TensorType) else ""
+        low, high = _int_value(call.args[1]), _int_value(call.args[2])
+        if not dtype.startswith(("int", "uint")) or low is None or high is None:
+            return call  # float clips keep their NaN semantics
+        x = relax.op.maximum(call.args[0], relax.const(low, dtype))
+        return relax.op.minimum(self.builder_.normalize(x), relax.const(high, dtype))
+
+
+@tvm.transform.module_pass(opt_level=0, name="IntegerClipToMinMax")
+def integer_clip_to_min_max(mod: IRModule, _ctx: tvm.transform.PassContext) -> IRModule:
+    """Integer ``clip(x, lo, hi)`` → ``minimum(maximum(x, lo), hi)``: the same values (it is
+    what clip legalizes to), but binary elementwise ops follow the NHWC layout."""
+    mutator = _ClipMutator(mod)
+    for gvar, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            mutator.builder_.update_func(gvar, mutator.visit_expr(func))
+    return mutator.builder_.get()
+
+
+@relax.expr_functor.mutator
+class _PadMutator(relax.PyExprMutator):
+    def _producer(self, expr: relax.Expr, op: str) -> relax.Call | None:
+        bound = self.lookup_binding(expr) if isinstance(expr, relax.Var) else None
+        ok = isinstance(bound, relax.Call) and isinstance(bound.op, tvm.ir.Op)
+        return bound if ok and bound.op.name == op else None
+
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        call = super().visit_call_(call)
+        # permute_dims(pad(permute_dims(y, p), pw), q) with q∘p = identity → pad(y, pw∘p⁻¹)
+        if not isinstance(call.op, tvm.ir.Op) or call.op.name != "relax.permute_dims":
+            return call
+        pad = self._producer(call.args[0], "relax.nn.pad")
+        inner = self._producer(pad.args[0], "relax.permute_dims") if pad is not None else None
+        if inner is None or call.attrs.axes is None or inner.attrs.axes is None:
+            return call
+        p, q = [int(a) for a in inner.attrs.axes], [int(a) for a in call.attrs.axes]
+        if len(p) != len(q) or any(p[q[j]] != j for j in range(len(q))):
+            return call
+        width = [int(w) for w in pad.attrs.pad_width]
+        moved = [0] * len(width)
+        for axis, src in enumerate(p):  # padded axis ``axis`` is axis ``src`` of y
+            moved[2 * src:2 * src + 2] = width[2 * axis:2 * axis + 2]
+        return relax.op.nn.pad(inner.args[0], moved, pad_mode=pad.attrs.pad_mode,
+                               pad_value=pad.attrs.pad_value)
+
+
+@tvm.transform.module_pass(opt_level=0, name="PadThroughPermute")
+def pad_through_permute(mod: IRModule, _ctx: tvm.transform.PassContext) -> IRModule:
+    """Pad in the layout the data is already in instead of transposing around the pad
+    (ConvertLayout's NHWC→NCHW, pad, NCHW→NHWC before each int8 conv); then drop the
+    transposes left unused."""
+    mutator = _PadMutator(mod)
+    for gvar, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            mutator.builder_.update_func(gvar, mutator.visit_expr(func))
+    return relax.transform.DeadCodeElimination()(mutator.builder_.get())
+
+
