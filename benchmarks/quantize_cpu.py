@@ -1,17 +1,20 @@
 """int8 vs float latency of CPU artifacts (untuned default schedules), same run, same machine.
 
     .venv/bin/python benchmarks/quantize_cpu.py [--image 64] [--repeat 20] [--breakdown]
+        [--mcpu haswell]
 
 Models: the digits example CNN (batch 1 and 32) and the ResNet-18 topology at ``--image``
 (batch 1). Each is compiled twice from the same ONNX: the default folding passes, and the
-same plus ``quantize`` (calibration: 64 real digits / 16 random images). ``--breakdown``
-times every kernel of the int8 and float ResNet-18 (VirtualMachine instrument) to show where
+same plus ``quantize`` (calibration: 64 real digits / 16 random images). ``--mcpu`` compiles
+both for another CPU model this host can run (``haswell``: AVX2 without VNNI, the int8 code
+such a machine gets). ``--breakdown`` times every kernel of the int8 and float ResNet-18 (VirtualMachine instrument) to show where
 the time goes. Prints a Markdown table; ratios compare figures measured in this run.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from collections import defaultdict
@@ -60,7 +63,10 @@ def main() -> None:
     parser.add_argument("--image", type=int, default=64)
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--breakdown", action="store_true")
+    parser.add_argument("--mcpu", help="LLVM CPU model to compile for (default: this host's)")
     args = parser.parse_args()
+    target = "cpu" if not args.mcpu else (
+        f'cpu:{{"kind": "llvm", "mcpu": "{args.mcpu}", "num-cores": {len(os.sched_getaffinity(0))}}}')
     threads = set_threads(None)
     x_train, _, _, _ = load_split()
     digits = ensure_digits_model(ROOT / "examples" / "digits" / "digits_cnn.onnx")
@@ -76,7 +82,7 @@ def main() -> None:
             arts = {}
             for kind, passes in (("float", FLOAT), ("int8", FLOAT + ",quantize")):
                 start = time.perf_counter()
-                arts[kind] = hwcompile.compile(proto, "cpu", Path(tmp) / f"{name}-{kind}".replace(" ", "_"),
+                arts[kind] = hwcompile.compile(proto, target, Path(tmp) / f"{name}-{kind}".replace(" ", "_"),
                                                passes=passes, calibration=calib)
                 print(f"{name} {kind}: compiled in {time.perf_counter() - start:.1f} s", flush=True)
             spec = hwcompile.load(arts["float"]).inputs
@@ -92,7 +98,8 @@ def main() -> None:
                     print(f"\n{name} {kind}: slowest kernels (ms, one call)")
                     for kernel, ms in kernel_breakdown(arts[kind], feeds):
                         print(f"  {ms:9.2f}  {kernel}")
-    print(f"\n{threads} threads, untuned default schedules, median of {args.repeat} runs\n")
+    print(f"\n{threads} threads, untuned default schedules, median of {args.repeat} runs, "
+          f"target {target}\n")
     print("| model | batch | float ms | int8 ms | int8 / float |")
     print("|---|---|---|---|---|")
     for name, batch, f_ms, q_ms in rows:

@@ -35,17 +35,14 @@ _CROSS_GCC = {
 }
 
 
-def _host_simd_floats() -> int:
-    """float32 lanes of the host's widest vector unit (8 for AVX2, 16 for AVX-512)."""
+def _simd_floats(target: tvm.target.Target) -> int:
+    """float32 lanes of the target CPU's widest vector unit (16 for AVX-512, 8 for AVX/AVX2,
+    4 for SSE, NEON and anything LLVM cannot tell about)."""
     try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
+        has = lambda feature: bool(tvm.target.codegen.target_has_features(feature, target))
+        return 16 if has("avx512f") else 8 if has("avx") else 4
+    except Exception:  # a triple this LLVM has no backend for
         return 4
-    if " avx512f" in flags:
-        return 16
-    if " avx2" in flags or " avx " in flags:
-        return 8
-    return 4
 
 
 def host_target(num_cores: int | None = None) -> tvm.target.Target:
@@ -64,8 +61,7 @@ class CpuTarget(Target):
         self.triple = str(tvm_target.attrs["mtriple"]) if "mtriple" in tvm_target.attrs else ""
         self.cross = bool(self.triple) and not self.triple.startswith(os.uname().machine)
         # Channel counts that fill whole vector registers of float32 (NEON/RVV: 4 lanes).
-        lanes = _host_simd_floats() if not self.cross else (8 if self.triple.startswith("x86") else 4)
-        self.constraints = Constraints(channel_multiple=lanes)
+        self.constraints = Constraints(channel_multiple=_simd_floats(tvm_target))
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()

@@ -11,7 +11,9 @@ Then, per PrimFunc:
   file; the reduction loops outside that tile; output-channel blocks outermost and the
   outer loops in parallel; its elementwise epilogue (bias, ReLU, residual add) inlined
   into the write-back; constant weights re-laid out once, at compile time, so each
-  channel block's weights are one contiguous stream (``_prepack_weights``);
+  channel block's weights are one contiguous stream (``_prepack_weights``); int8 convs
+  tile for and tensorize with the CPU's integer dot product (``vpdpbusd``/``vpmaddwd``,
+  ``int8_dot.py``);
 - every other block (padding, elementwise, layout changes) runs its outer loops in
   parallel and its innermost loop vectorized.
 
@@ -29,17 +31,11 @@ from tvm.ir import IRModule
 from tvm.s_tir import Schedule
 from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.schedule import ScheduleError
-from tvm.target import codegen
 
+from .int8_dot import DotProduct, dot_block, int8_dot_product, pack_weights
 from .integer_graph import integer_graph_passes, pad_through_permute
-from .vnni import VNNI_DEPTH, VNNI_DOT_INTRIN, VNNI_LANES, pack_vnni_weights, vnni_block
 
 _SCHEDULED = "tirx.is_scheduled"
-
-
-def has_vnni(target: tvm.target.Target) -> bool:
-    """Whether ``target``'s CPU has AVX-512 VNNI int8 dot products (vpdpbusd)."""
-    return target.kind.name == "llvm" and bool(codegen.target_has_features("avx512vnni", target))
 
 
 def cpu_layout(target: tvm.target.Target) -> tvm.transform.Pass:
@@ -47,7 +43,7 @@ def cpu_layout(target: tvm.target.Target) -> tvm.transform.Pass:
     Grouped and depthwise convolutions stay NCHW: legalized in NHWC their channel index
     arithmetic defeats the tile (measured 2.5× slower here), in NCHW they vectorize on width.
     Around it, the integer-graph rewrites of ``integer_graph.py`` (uint8 conv operands
-    where the CPU has VNNI)."""
+    where the CPU's int8 dot product wants them)."""
 
     def desired(call: relax.Call) -> dict[str, list[str]]:  # called for every op call
         if call.op.name != "relax.nn.conv2d":
@@ -55,7 +51,7 @@ def cpu_layout(target: tvm.target.Target) -> tvm.transform.Pass:
         dense = int(call.attrs.groups) == 1
         return {"relax.nn.conv2d": ["NHWC", "HWIO"] if dense else ["NCHW", "OIHW"]}
 
-    return tvm.transform.Sequential([*integer_graph_passes(unsigned=has_vnni(target)),
+    return tvm.transform.Sequential([*integer_graph_passes(int8_dot_product(target)),
                                      relax.transform.ConvertLayout({}, layout_cb=desired),
                                      pad_through_permute], name="CpuLayout")
 
@@ -110,11 +106,11 @@ def _schedule_elementwise(sch: Schedule, block, lanes: int) -> None:
         sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])
 
 
-def _schedule_reduction(sch: Schedule, block, lanes: int, vnni: bool = False
-                        ) -> tuple[bool, object | None]:
+def _schedule_reduction(sch: Schedule, block, lanes: int, dot: DotProduct | None = None
+                        ) -> tuple[bool, tuple[object, str] | None]:
     """Register-tiled reduction (see module docstring). Returns (False, None) if the block
-    does not fit; else (True, the loop to tensorize with VNNI once the weights are packed,
-    or None)."""
+    does not fit; else (True, None), or (True, (loop, intrinsic)) when the loop is to be
+    tensorized with the int8 dot product ``dot`` once the weights are packed."""
     kinds = iter_kinds(sch, block)
     loops = sch.get_loops(block)
     if len(loops) != len(kinds) or "O" in kinds or "R" not in kinds:
@@ -126,11 +122,11 @@ def _schedule_reduction(sch: Schedule, block, lanes: int, vnni: bool = False
     extents = _loop_extents(sch, spatial)
     if extents[-1] is None:
         return False, None  # the SIMD axis must be static; outer ones (the batch) may be symbolic
-    dot = vnni and vnni_block(sch, block)
+    dot = dot if dot is not None and dot_block(sch, block, dot) else None
     # Innermost spatial axis (output channels in NHWC, columns of a matmul): SIMD lanes;
     # the next one or two (output width and height, matmul rows): independent rows.
-    # VNNI: one register of 16 int32 sums per row, 4 input channels per dot product.
-    vec, rows = _register_tile(extents, VNNI_LANES if dot else lanes, (1,) if dot else (2, 1))
+    # int8 dot product: one register of int32 sums per row, ``depth`` input channels each.
+    vec, rows = _register_tile(extents, dot.lanes if dot else lanes, (1,) if dot else (2, 1))
     v_out, v_in = sch.split(spatial[-1], [None, vec])
     row_in, row_out = [], []
     for axis, factor in zip((-2, -3), rows):
@@ -139,7 +135,7 @@ def _schedule_reduction(sch: Schedule, block, lanes: int, vnni: bool = False
         row_in.insert(0, inner)
     depth = []
     if dot:
-        outer, inner = sch.split(reduce[-1], [None, VNNI_DEPTH])
+        outer, inner = sch.split(reduce[-1], [None, dot.depth])
         reduce, depth = [*reduce[:-1], outer], [inner]
     # Channel blocks outermost: each block's weights stay in cache across all positions.
     tile_outer = [v_out, *spatial[:len(spatial) - 1 - len(rows)], *row_out]
@@ -163,8 +159,8 @@ def _schedule_reduction(sch: Schedule, block, lanes: int, vnni: bool = False
     init = sch.decompose_reduction(block, reduce[0])
     if dot:
         sch.vectorize(sch.get_loops(init)[-1])
-        pack_vnni_weights(sch, block)
-    return True, v_in if dot else None
+        pack_weights(sch, block, dot)
+    return True, (v_in, dot.intrin) if dot else None
 
 
 def _register_tile(extents: list[int | None], lanes: int,
@@ -219,13 +215,14 @@ def _inline_epilogue(sch: Schedule, writeback) -> None:
             return
 
 
-def schedule_func(func: tirx.PrimFunc, lanes: int, vnni: bool = False) -> tirx.PrimFunc | None:
+def schedule_func(func: tirx.PrimFunc, lanes: int,
+                  dot: DotProduct | None = None) -> tirx.PrimFunc | None:
     """The heuristically scheduled function, or None to keep the default loops."""
-    sch = heuristic_schedule(IRModule({"main": func}), lanes, vnni)
+    sch = heuristic_schedule(IRModule({"main": func}), lanes, dot)
     return None if sch is None else sch.mod["main"].with_attr(_SCHEDULED, True)
 
 
-def heuristic_schedule(mod: IRModule, lanes: int, vnni: bool = False) -> Schedule | None:
+def heuristic_schedule(mod: IRModule, lanes: int, dot: DotProduct | None = None) -> Schedule | None:
     """The traced heuristic schedule of ``mod["main"]`` (None: keep the default loops);
     its trace is what the tuner records as the baseline candidate."""
     sch = Schedule(mod)
@@ -234,9 +231,9 @@ def heuristic_schedule(mod: IRModule, lanes: int, vnni: bool = False) -> Schedul
     reductions = [b for b in blocks if "R" in iter_kinds(sch, b)]
     if len(reductions) > 1:
         return None  # softmax-like chains: leave them to TVM's defaults
-    dot_loop = None
+    tensorize = None
     if reductions:
-        fits, dot_loop = _schedule_reduction(sch, reductions[0], lanes, vnni)
+        fits, tensorize = _schedule_reduction(sch, reductions[0], lanes, dot)
         if not fits:
             return None
     for block in sch.get_child_blocks(root):
@@ -245,10 +242,10 @@ def heuristic_schedule(mod: IRModule, lanes: int, vnni: bool = False) -> Schedul
                 _schedule_elementwise(sch, block, lanes)
             except ScheduleError:
                 pass  # a block left as is is still correct
-    if dot_loop is None:
+    if tensorize is None:
         _prepack_weights(sch)
-    else:  # the weights already in 16×4 int8 tiles (vnni.py): the intrinsic's operand
-        sch.tensorize(dot_loop, VNNI_DOT_INTRIN)
+    else:  # the weights already packed in the dot product's tiles (int8_dot.py)
+        sch.tensorize(*tensorize)
     return sch
 
 
@@ -256,9 +253,9 @@ def heuristic_schedule(mod: IRModule, lanes: int, vnni: bool = False) -> Schedul
 class HeuristicCpuSchedule:
     """Apply ``schedule_func`` to every PrimFunc not scheduled yet."""
 
-    def __init__(self, lanes: int, vnni: bool = False):
+    def __init__(self, lanes: int, dot: DotProduct | None = None):
         self.lanes = lanes
-        self.vnni = vnni
+        self.dot = dot
 
     def transform_module(self, mod: IRModule, _ctx: tvm.transform.PassContext) -> IRModule:
         updated = {}
@@ -266,7 +263,7 @@ class HeuristicCpuSchedule:
             if not isinstance(func, tirx.PrimFunc) or func.attrs.get(_SCHEDULED) == 1:
                 continue
             try:
-                scheduled = schedule_func(func, self.lanes, self.vnni)
+                scheduled = schedule_func(func, self.lanes, self.dot)
             except Exception:
                 scheduled = None  # heuristics failed: TVM's default loops stay
             if scheduled is not None:

@@ -5,8 +5,8 @@ rewrites are exact and only change how the CPU computes it:
 
 - ``conv2d(pad(x, zp), W)`` → ``conv2d(x, W, padding) + C``: the padding happens inside
   the conv kernel, not in a kernel and a tensor of its own per int8 conv;
-- with VNNI (``unsigned=True``), the conv's int8 activations become uint8 (``x + 128``),
-  the operand type of the VNNI dot product, and ``C`` absorbs the ``-128·ΣW`` that costs;
+- on VNNI CPUs, the conv's int8 activations become uint8 (``x + 128``), the operand type
+  of its dot product, and ``C`` absorbs the ``-128·ΣW`` that costs;
 - ``R.clip`` → ``minimum(maximum(...))`` and pads moved through transposes: clip and pad
   have no layout inference in TVM, so ConvertLayout would otherwise transpose every int8
   conv's output back to NCHW and forth again (twice the kernels of the float model).
@@ -19,16 +19,13 @@ import tvm
 from tvm import relax, tirx
 from tvm.ir import IRModule
 
-
-def integer_graph_passes(unsigned: bool) -> list[tvm.transform.Pass]:
-    """The rewrites before ConvertLayout; ``pad_through_permute`` comes after it."""
-    return [fold_zero_point_pad(unsigned), integer_clip_to_min_max]
+from .int8_dot import DotProduct, fits_conv
 
 
-def vnni_conv_shape(weight_shape: tuple[int, ...]) -> bool:
-    """OIHW int8 weights the VNNI schedule takes: 16 output channels (one register of int32
-    sums) by 4 input channels (one dot product) at a time."""
-    return weight_shape[0] % 16 == 0 and weight_shape[1] % 4 == 0
+def integer_graph_passes(dot: DotProduct | None) -> list[tvm.transform.Pass]:
+    """The rewrites before ConvertLayout (``dot``: the target's int8 dot product);
+    ``pad_through_permute`` comes after it."""
+    return [fold_zero_point_pad(dot), integer_clip_to_min_max]
 
 
 def _to_uint8(x: relax.Expr) -> relax.Expr:
@@ -61,9 +58,9 @@ def _constant_image_conv(w: np.ndarray, shape: tuple[int, int, int], width: list
 
 @relax.expr_functor.mutator
 class _ConvInputMutator(relax.PyExprMutator):
-    def __init__(self, mod: IRModule, unsigned: bool):
+    def __init__(self, mod: IRModule, dot: DotProduct | None):
         super().__init__(mod)
-        self.unsigned = unsigned
+        self.unsigned = dot if dot is not None and dot.data_dtype == "uint8" else None
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:
         call = super().visit_call_(call)
@@ -83,8 +80,8 @@ class _ConvInputMutator(relax.PyExprMutator):
         else:
             x, width, value = call.args[0], [0] * 8, 0.0
         ty = x.ty if isinstance(x.ty, relax.TensorType) else None
-        unsigned = (self.unsigned and ty is not None and str(ty.dtype) == "int8"
-                    and vnni_conv_shape(w.shape))
+        unsigned = (self.unsigned is not None and ty is not None and str(ty.dtype) == "int8"
+                    and fits_conv(self.unsigned, w.shape))
         if (ty is None or len(width) != 8 or any(width[:4]) or value != int(value)
                 or not all(isinstance(d, tirx.IntImm) for d in list(ty.shape)[1:])
                 or (not unsigned and not any(width))):
@@ -105,13 +102,14 @@ class _ConvInputMutator(relax.PyExprMutator):
                             relax.const(offset[None].astype(np.int32), "int32"))
 
 
-def fold_zero_point_pad(unsigned: bool) -> tvm.transform.Pass:
+def fold_zero_point_pad(dot: DotProduct | None) -> tvm.transform.Pass:
     """``conv2d(pad(x, zp), W)`` → ``conv2d(x', W, padding) + C`` with ``x' = x`` (or its
-    uint8 form, ``unsigned``) and ``C`` the conv of a constant image: the same int32 sums."""
+    uint8 form, when ``dot`` takes uint8) and ``C`` the conv of a constant image: the same
+    int32 sums."""
 
     @tvm.transform.module_pass(opt_level=0, name="FoldZeroPointPad")
     def _fold(mod: IRModule, _ctx: tvm.transform.PassContext) -> IRModule:
-        mutator = _ConvInputMutator(mod, unsigned)
+        mutator = _ConvInputMutator(mod, dot)
         for gvar, func in mod.functions_items():
             if isinstance(func, relax.Function):
                 mutator.builder_.update_func(gvar, mutator.visit_expr(func))

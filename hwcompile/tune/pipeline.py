@@ -13,7 +13,8 @@ import tvm
 from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 
-from .defaults import HeuristicCpuSchedule, cpu_layout, has_vnni
+from .defaults import HeuristicCpuSchedule, cpu_layout
+from .int8_dot import int8_dot_product
 
 
 def tunable_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
@@ -49,7 +50,7 @@ def cpu_pipeline(target: tvm.target.Target, lanes: int, database: object | None 
 
     @tvm.transform.module_pass(opt_level=0, name="HwcompileCpuPipeline")
     def _pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        scheduling = [HeuristicCpuSchedule(lanes, has_vnni(target))]
+        scheduling = [HeuristicCpuSchedule(lanes, int8_dot_product(target))]
         if database is not None:
             scheduling[:0] = [relax.transform.MetaScheduleApplyDatabase(),
                               count_scheduled(stats if stats is not None else {})]

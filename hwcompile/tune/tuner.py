@@ -18,12 +18,12 @@ from hwcompile.model import Model
 from .budget import Budget, ProgressAndDeadline, TuneReport
 from .builder import WarmBuilder
 from .database import open_database
-from .defaults import has_vnni, iter_kinds
+from .defaults import iter_kinds
+from .int8_dot import DotProduct, dot_block, int8_dot_product
 from .intrinsics import family, register_for
 from .rpc import RpcDevice, check_tracker
 from .runner import make_runner
 from .seed import seed_default_schedules
-from .vnni import vnni_block
 
 
 def _task_logger(db_dir: str | Path, index: int, task: Any) -> logging.Logger:
@@ -43,14 +43,15 @@ def _task_logger(db_dir: str | Path, index: int, task: Any) -> logging.Logger:
     return logger
 
 
-def _is_tunable(task: Any, vnni: bool) -> bool:
+def _is_tunable(task: Any, dot: DotProduct | None) -> bool:
     """Kernels with a reduction (conv, matmul, pooling); elementwise ones keep the defaults,
-    and so do int8 convs the default schedule runs on VNNI dot products (MetaSchedule's
-    search space here has no schedule with that instruction: it could only find slower)."""
+    and so do int8 convs the default schedule runs on the CPU's int8 dot product
+    (MetaSchedule's search space has no schedule with that instruction: it could only find
+    slower ones)."""
     sch = Schedule(task.dispatched[0])
     reductions = [block for block in sch.get_child_blocks(sch.get_sblock("root"))
                   if "R" in iter_kinds(sch, block)]
-    return bool(reductions) and not (vnni and any(vnni_block(sch, b) for b in reductions))
+    return bool(reductions) and not (dot and any(dot_block(sch, b, dot) for b in reductions))
 
 
 def tune_model(model: Model, target: Any, db_dir: str | Path, budget: Budget,
@@ -77,11 +78,11 @@ def tune_model(model: Model, target: Any, db_dir: str | Path, budget: Budget,
     tvm_target = target.tvm_target
     database = open_database(db_dir, tvm_target, create=True)
     mod = target.tunable_module(model.bound_module())
-    vnni = has_vnni(tvm_target)
-    extracted = [t for t in ms.relax_integration.extract_tasks(mod, tvm_target) if _is_tunable(t, vnni)]
+    dot = int8_dot_product(tvm_target)
+    extracted = [t for t in ms.relax_integration.extract_tasks(mod, tvm_target) if _is_tunable(t, dot)]
     if not extracted:
         raise TuningError("the model has no kernel to tune: none with a reduction (conv, matmul, "
-                          "pooling) that does not already run on VNNI dot products")
+                          "pooling) that does not already run on int8 dot-product instructions")
     # Biggest kernels first: when the time budget runs out, they matter most.
     extracted.sort(key=lambda t: -estimate_tir_flops(t.dispatched[0]) * t.weight)
     names = [t.task_name for t in extracted]

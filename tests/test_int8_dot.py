@@ -1,5 +1,7 @@
-"""int8 convolutions on VNNI dot products (uint8 activations, packed weights): the same
-integers as the plain int8 kernels, which test_quantize.py checks against numpy."""
+"""int8 convolutions on the CPU's dot-product instructions (VNNI vpdpbusd with uint8
+activations, vpmaddwd on AVX-512BW and AVX2; packed weights): the same integers as the plain
+int8 kernels, which test_quantize.py checks against numpy. Each instruction set is compiled
+for a CPU model (LLVM ``mcpu``) that this host can run."""
 
 from __future__ import annotations
 
@@ -13,13 +15,22 @@ import hwcompile
 from hwcompile.frontend import import_onnx
 from hwcompile.pipeline import PassContext, parse_spec, run_pipeline
 from hwcompile.target import resolve_target
-from hwcompile.tune.defaults import has_vnni
+from hwcompile.tune.int8_dot import MADD_256, MADD_512, VNNI, int8_dot_product
 from hwcompile.tune.pipeline import cpu_pipeline
 
-HOST = resolve_target("cpu")
-# The same CPU family without VNNI (AVX-512 F/BW/DQ/VL only): runs on this host.
-NO_VNNI = 'cpu:{"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2}'
-needs_vnni = pytest.mark.skipif(not has_vnni(HOST.tvm_target), reason="this CPU has no AVX-512 VNNI")
+
+def cpu(mcpu: str) -> str:
+    return f'cpu:{{"kind": "llvm", "mcpu": "{mcpu}", "num-cores": 2}}'
+
+
+PLAIN = cpu("sandybridge")  # AVX, no AVX2: no integer dot product, the plain int8 loops
+DOT_TARGETS = {"vpdpbusd": (cpu("icelake-server"), "avx512vnni"),
+               "vpmaddwd-512": (cpu("skylake-avx512"), "avx512bw"),
+               "vpmaddwd-256": (cpu("haswell"), "avx2")}
+
+
+def _host_has(feature: str) -> bool:
+    return bool(tvm.target.codegen.target_has_features(feature, resolve_target("cpu").tvm_target))
 
 
 def vnni_cnn() -> onnx.ModelProto:
@@ -56,16 +67,19 @@ def calibration():
     return {"x": np.random.default_rng(1).standard_normal((32, 3, 12, 12)).astype(np.float32)}
 
 
-@needs_vnni
-def test_vnni_kernels_compute_the_same_integers(calibration, tmp_path):
+@pytest.mark.parametrize("name", DOT_TARGETS)
+def test_dot_product_kernels_compute_the_same_integers(name, calibration, tmp_path):
+    spec, feature = DOT_TARGETS[name]
+    if not _host_has(feature):
+        pytest.skip(f"this CPU has no {feature} to run {name} code")
     proto = vnni_cnn()
     passes = "fold-constants,quantize(method=minmax)"
-    host = hwcompile.load(hwcompile.compile(proto, "cpu", tmp_path / "vnni", passes=passes,
-                                            calibration=calibration))
-    plain = hwcompile.load(hwcompile.compile(proto, NO_VNNI, tmp_path / "plain", passes=passes,
+    dot = hwcompile.load(hwcompile.compile(proto, spec, tmp_path / "dot", passes=passes,
+                                           calibration=calibration))
+    plain = hwcompile.load(hwcompile.compile(proto, PLAIN, tmp_path / "plain", passes=passes,
                                              calibration=calibration))
     x = np.random.default_rng(2).standard_normal((3, 3, 12, 12)).astype(np.float32) * 1.5
-    got, want = host(x), plain(x)
+    got, want = dot(x), plain(x)
     np.testing.assert_array_equal(got, want)  # bit-identical int8 results, dequantized alike
     assert np.abs(got).max() > 0  # not a degenerate all-zero output
 
@@ -79,12 +93,20 @@ def _assembly(target_spec: str, calibration) -> str:
     return executable.mod.imports[0].inspect_source("asm")
 
 
-@needs_vnni
-def test_vnni_instruction_only_where_the_cpu_has_it(calibration):
-    assert "vpdpbusd" in _assembly("cpu", calibration)
-    assert "vpdpbusd" not in _assembly(NO_VNNI, calibration)
+def test_each_instruction_only_where_the_cpu_has_it(calibration):
+    """Compiling needs no such CPU: the instruction is in the code for the CPU model that
+    has it, and in no other."""
+    asm = {name: _assembly(spec, calibration) for name, (spec, _) in DOT_TARGETS.items()}
+    assert "vpdpbusd" in asm["vpdpbusd"] and "vpmaddwd" not in asm["vpdpbusd"]
+    for name in ("vpmaddwd-512", "vpmaddwd-256"):
+        assert "vpmaddwd" in asm[name] and "vpdpbusd" not in asm[name]
+    assert "zmm" in asm["vpmaddwd-512"] and "zmm" not in asm["vpmaddwd-256"]
+    plain = _assembly(PLAIN, calibration)
+    assert "vpdpbusd" not in plain and "vpmaddwd" not in plain
 
 
-def test_no_vnni_without_the_feature():
-    assert not has_vnni(resolve_target(NO_VNNI).tvm_target)
-    assert not has_vnni(resolve_target("cpu:aarch64").tvm_target)
+def test_instruction_choice():
+    chosen = {spec: int8_dot_product(resolve_target(spec).tvm_target)
+              for spec in (cpu("icelake-server"), cpu("skylake-avx512"), cpu("haswell"), PLAIN,
+                           "cpu:aarch64")}
+    assert list(chosen.values()) == [VNNI, MADD_512, MADD_256, None, None]

@@ -1,0 +1,170 @@
+"""int8 convolutions on the CPU's integer dot-product instructions: which instruction a
+target has, which kernels fit it, their weight packing and the tensor intrinsics.
+
+A conv's inner product ``C[co] += Σ_ci A[ci]·B[co, ci]`` runs ``lanes`` output channels
+(int32 sums, one vector register) by ``depth`` input channels per instruction:
+
+- AVX-512 VNNI ``vpdpbusd``: 16 × 4, uint8 activations × int8 weights, 64 multiply-adds;
+- AVX-512BW / AVX2 ``vpmaddwd`` (int8 widened to int16 pairs): 16 × 2 / 8 × 2, int8 × int8,
+  32 / 16 multiply-adds, no saturation (int8 products summed in pairs fit int32);
+
+where fp32 FMA does 16 / 8 and the plain widened int8 loop (``vpmulld``) fewer still.
+The integer-graph rewrite gives convs uint8 activations where the instruction wants them
+(``integer_graph.py``); the default schedule (``defaults.py``) tiles an eligible conv so
+its innermost loops are that product, packs the HWIO weights into ``lanes × depth`` tiles
+(a copy folded at compile time, like RewriteLayout's), then tensorizes. Kernels scheduled
+this way are not tuned: MetaSchedule's search would explore schedules without the
+instruction (see tuner.py).
+
+TVM ships a VNNI intrinsic, but it passes ``vpdpbusd`` its byte operands as ``<16 x i32>``,
+which LLVM 22 (this TVM wheel's) rejects: it takes ``<64 x i8>`` (llvm-project #155194).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import tvm
+from tvm.s_tir import Schedule, TensorIntrin
+from tvm.script import tirx as T
+
+
+@dataclass(frozen=True)
+class DotProduct:
+    intrin: str  # registered tensor intrinsic
+    instruction: str
+    lanes: int  # int32 sums per register: output channels per instruction
+    depth: int  # input channels summed per lane
+    data_dtype: str  # the activation operand: "uint8" or "int8"
+
+
+def _desc(lanes: int, depth: int, data_dtype: str):
+    @T.prim_func(s_tir=True)
+    def desc(A: T.Buffer((depth,), data_dtype, offset_factor=1),
+             B: T.Buffer((lanes, depth), "int8", offset_factor=1),
+             C: T.Buffer((lanes,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:depth], B[0:lanes, 0:depth])
+            T.writes(C[0:lanes])
+            for i in T.serial(0, lanes):
+                for k in T.serial(0, depth):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+
+    return desc
+
+
+def _vpdpbusd():
+    # LLVM ≥ 22 types the byte operands as bytes; older versions as int32 lanes.
+    operand = "int8x64" if tvm.target.codegen.llvm_version_major() >= 22 else "int32x16"
+
+    @T.prim_func(s_tir=True)
+    def impl(A: T.Buffer((4,), "uint8", offset_factor=1),
+             B: T.Buffer((16, 4), "int8", offset_factor=1),
+             C: T.Buffer((16,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:16], A[0:4], B[0:16, 0:4])
+            T.writes(C[0:16])
+            a = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")
+            C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
+                C.vload([0], dtype="int32x16"),
+                T.reinterpret(T.broadcast(a, 16), dtype=operand),
+                T.reinterpret(B.vload([0, 0], dtype="int8x64"), dtype=operand),
+                dtype="int32x16")
+
+    return impl
+
+
+def _vpmaddwd(lanes: int, llvm_intrinsic: str):
+    sums, halves, bytes_ = f"int32x{lanes}", f"int16x{2 * lanes}", f"int8x{2 * lanes}"
+
+    @T.prim_func(s_tir=True)
+    def impl(A: T.Buffer((2,), "int8", offset_factor=1),
+             B: T.Buffer((lanes, 2), "int8", offset_factor=1),
+             C: T.Buffer((lanes,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:2], B[0:lanes, 0:2])
+            T.writes(C[0:lanes])
+            pair = T.reinterpret(T.Cast("int16x2", A.vload([0], "int8x2")), dtype="int32")
+            C[T.ramp(T.int32(0), 1, lanes)] = C.vload([0], dtype=sums) + T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(llvm_intrinsic),
+                T.reinterpret(T.broadcast(pair, lanes), dtype=halves),
+                T.Cast(halves, B.vload([0, 0], dtype=bytes_)),
+                dtype=sums)
+
+    return impl
+
+
+VNNI = DotProduct("hwcompile_dot_16x4_vpdpbusd", "vpdpbusd", 16, 4, "uint8")
+MADD_512 = DotProduct("hwcompile_dot_16x2_vpmaddwd", "vpmaddwd", 16, 2, "int8")
+MADD_256 = DotProduct("hwcompile_dot_8x2_vpmaddwd", "vpmaddwd", 8, 2, "int8")
+for _dot, _impl in ((VNNI, _vpdpbusd()),
+                    (MADD_512, _vpmaddwd(16, "llvm.x86.avx512.pmaddw.d.512")),
+                    (MADD_256, _vpmaddwd(8, "llvm.x86.avx2.pmadd.wd"))):
+    TensorIntrin.register(_dot.intrin, _desc(_dot.lanes, _dot.depth, _dot.data_dtype), _impl,
+                          override=True)
+
+
+def int8_dot_product(target: tvm.target.Target) -> DotProduct | None:
+    """The widest integer dot product ``target``'s CPU has (None: not x86 or no AVX2)."""
+    if target.kind.name != "llvm":
+        return None
+    try:
+        has = lambda feature: bool(tvm.target.codegen.target_has_features(feature, target))
+        return (VNNI if has("avx512vnni") else MADD_512 if has("avx512bw")
+                else MADD_256 if has("avx2") else None)
+    except Exception:  # a triple this LLVM has no backend for
+        return None
+
+
+def fits_conv(dot: DotProduct, weight_shape: tuple[int, ...]) -> bool:
+    """OIHW int8 weights whose output and input channels fill whole dot products."""
+    return weight_shape[0] % dot.lanes == 0 and weight_shape[1] % dot.depth == 0
+
+
+def _weight_index(sch: Schedule, block: tvm.s_tir.schedule.SBlockRV) -> int | None:
+    """Position of the constant int8 weight among ``block``'s reads (None if there is none)."""
+    func = sch.mod["main"]
+    free = [func.params[int(i)] for i in func.attrs.get("layout_free_buffers", [])]
+    for index, region in enumerate(sch.get(block).reads):
+        buf = region.source  # TVM 0.27: a PrimFunc parameter is its buffer
+        if str(buf.dtype) == "int8" and any(buf.same_as(p) for p in free):
+            return index
+    return None
+
+
+def pack_weights(sch: Schedule, block: tvm.s_tir.schedule.SBlockRV, dot: DotProduct) -> None:
+    """HWIO weights [kh, kw, ci, co] → [co/lanes, kh, kw, ci/depth, lanes, depth]: each dot
+    product's operand contiguous. The copy is marked as a layout-rewrite preprocessing
+    block, so the pipeline splits it out and folds it into the constant."""
+    copy = sch.cache_read(block, _weight_index(sch, block), "global")
+    sch.transform_layout(copy, ("write", 0), lambda kh, kw, ci, co: (
+        co // dot.lanes, kh, kw, ci // dot.depth, co % dot.lanes, ci % dot.depth))
+    sch.annotate(copy, "meta_schedule.layout_rewrite_preproc", True)
+
+
+def dot_block(sch: Schedule, block: tvm.s_tir.schedule.SBlockRV, dot: DotProduct) -> bool:
+    """Whether ``block`` is an int32 sum of activation × constant int8 weight products (an
+    int8 NHWC conv, activations of the instruction's type) whose output channels and
+    innermost reduction fill ``dot``. The weight must be a constant (``layout_free_buffers``):
+    only then can it be packed."""
+    stmt = sch.get(block)
+    reads = [region.source for region in stmt.reads]
+    weight = _weight_index(sch, block)
+    if (len(stmt.writes) != 1 or str(stmt.writes[0].source.dtype) != "int32"
+            or weight is None or len(reads[weight].shape) != 4):
+        return False
+    data = [str(buf.dtype) for i, buf in enumerate(reads) if i != weight and str(buf.dtype) != "int32"]
+    if data != [dot.data_dtype]:
+        return False
+    extents = [sch.get(loop).extent for loop in sch.get_loops(block)]
+    kinds = [iv.iter_type for iv in stmt.iter_vars]
+    spatial = [e for e, k in zip(extents, kinds) if k == 0]
+    reduce = [e for e, k in zip(extents, kinds) if k == 2]
+    if not spatial or not reduce or not all(isinstance(e, tvm.tirx.IntImm) for e in (spatial[-1], reduce[-1])):
+        return False
+    shape = [int(d) for d in reads[weight].shape]  # HWIO: its last two axes are ci and co
+    return (shape[3] == int(spatial[-1]) and shape[2] == int(reduce[-1])
+            and shape[3] % dot.lanes == 0 and shape[2] % dot.depth == 0)
