@@ -5,8 +5,9 @@ A conv's inner product ``C[co] += Σ_ci A[ci]·B[co, ci]`` runs ``lanes`` output
 (int32 sums, one vector register) by ``depth`` input channels per instruction:
 
 - AVX-512 VNNI ``vpdpbusd``: 16 × 4, uint8 activations × int8 weights, 64 multiply-adds;
-- AVX-512BW / AVX2 ``vpmaddwd`` (int8 widened to int16 pairs): 16 × 2 / 8 × 2, int8 × int8,
-  32 / 16 multiply-adds, no saturation (int8 products summed in pairs fit int32);
+- AVX-512BW / AVX2 ``vpmaddwd``: 16 × 2 / 8 × 2, int16 activations (widened from int8 by
+  the producer, so one broadcast loads a channel pair) × int8 weights widened in-register,
+  32 / 16 multiply-adds, exact (int8 products summed in pairs fit int32);
 
 where fp32 FMA does 16 / 8 and the plain widened int8 loop (``vpmulld``) fewer still.
 The integer-graph rewrite gives convs uint8 activations where the instruction wants them
@@ -35,7 +36,7 @@ class DotProduct:
     instruction: str
     lanes: int  # int32 sums per register: output channels per instruction
     depth: int  # input channels summed per lane
-    data_dtype: str  # the activation operand: "uint8" or "int8"
+    data_dtype: str  # the activation operand: "uint8" or "int16"
 
 
 def _desc(lanes: int, depth: int, data_dtype: str):
@@ -81,13 +82,13 @@ def _vpmaddwd(lanes: int, llvm_intrinsic: str):
     sums, halves, bytes_ = f"int32x{lanes}", f"int16x{2 * lanes}", f"int8x{2 * lanes}"
 
     @T.prim_func(s_tir=True)
-    def impl(A: T.Buffer((2,), "int8", offset_factor=1),
+    def impl(A: T.Buffer((2,), "int16", offset_factor=1),
              B: T.Buffer((lanes, 2), "int8", offset_factor=1),
              C: T.Buffer((lanes,), "int32", offset_factor=1)) -> None:
         with T.sblock("root"):
             T.reads(C[0:lanes], A[0:2], B[0:lanes, 0:2])
             T.writes(C[0:lanes])
-            pair = T.reinterpret(T.Cast("int16x2", A.vload([0], "int8x2")), dtype="int32")
+            pair = T.reinterpret(A.vload([0], "int16x2"), dtype="int32")
             C[T.ramp(T.int32(0), 1, lanes)] = C.vload([0], dtype=sums) + T.call_llvm_pure_intrin(
                 T.llvm_lookup_intrinsic_id(llvm_intrinsic),
                 T.reinterpret(T.broadcast(pair, lanes), dtype=halves),
@@ -98,8 +99,8 @@ def _vpmaddwd(lanes: int, llvm_intrinsic: str):
 
 
 VNNI = DotProduct("hwcompile_dot_16x4_vpdpbusd", "vpdpbusd", 16, 4, "uint8")
-MADD_512 = DotProduct("hwcompile_dot_16x2_vpmaddwd", "vpmaddwd", 16, 2, "int8")
-MADD_256 = DotProduct("hwcompile_dot_8x2_vpmaddwd", "vpmaddwd", 8, 2, "int8")
+MADD_512 = DotProduct("hwcompile_dot_16x2_vpmaddwd", "vpmaddwd", 16, 2, "int16")
+MADD_256 = DotProduct("hwcompile_dot_8x2_vpmaddwd", "vpmaddwd", 8, 2, "int16")
 for _dot, _impl in ((VNNI, _vpdpbusd()),
                     (MADD_512, _vpmaddwd(16, "llvm.x86.avx512.pmaddw.d.512")),
                     (MADD_256, _vpmaddwd(8, "llvm.x86.avx2.pmadd.wd"))):

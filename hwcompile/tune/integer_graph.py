@@ -5,8 +5,9 @@ rewrites are exact and only change how the CPU computes it:
 
 - ``conv2d(pad(x, zp), W)`` → ``conv2d(x, W, padding) + C``: the padding happens inside
   the conv kernel, not in a kernel and a tensor of its own per int8 conv;
-- on VNNI CPUs, the conv's int8 activations become uint8 (``x + 128``), the operand type
-  of its dot product, and ``C`` absorbs the ``-128·ΣW`` that costs;
+- the conv's int8 activations become the operand type of the CPU's dot product: uint8
+  for VNNI (``x + 128``; ``C`` absorbs the ``-128·ΣW`` that costs), int16 for vpmaddwd
+  (then one broadcast loads an input-channel pair);
 - ``R.clip`` → ``minimum(maximum(...))`` and pads moved through transposes: clip and pad
   have no layout inference in TVM, so ConvertLayout would otherwise transpose every int8
   conv's output back to NCHW and forth again (twice the kernels of the float model).
@@ -28,10 +29,13 @@ def integer_graph_passes(dot: DotProduct | None) -> list[tvm.transform.Pass]:
     return [fold_zero_point_pad(dot), integer_clip_to_min_max]
 
 
-def _to_uint8(x: relax.Expr) -> relax.Expr:
-    """int8 x → uint8 x + 128 (the same bits with the sign bit flipped)."""
-    return relax.op.astype(relax.op.add(relax.op.astype(x, "int16"), relax.const(128, "int16")),
-                           "uint8")
+def _to_operand(x: relax.Expr, dtype: str) -> relax.Expr:
+    """int8 x as the dot product's activation operand: uint8 x + 128 (the same bits with
+    the sign bit flipped) or int16 x."""
+    wide = relax.op.astype(x, "int16")
+    if dtype == "int16":
+        return wide
+    return relax.op.astype(relax.op.add(wide, relax.const(128, "int16")), "uint8")
 
 
 def _constant_image_conv(w: np.ndarray, shape: tuple[int, int, int], width: list[int],
@@ -60,7 +64,7 @@ def _constant_image_conv(w: np.ndarray, shape: tuple[int, int, int], width: list
 class _ConvInputMutator(relax.PyExprMutator):
     def __init__(self, mod: IRModule, dot: DotProduct | None):
         super().__init__(mod)
-        self.unsigned = dot if dot is not None and dot.data_dtype == "uint8" else None
+        self.dot = dot
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:
         call = super().visit_call_(call)
@@ -80,11 +84,12 @@ class _ConvInputMutator(relax.PyExprMutator):
         else:
             x, width, value = call.args[0], [0] * 8, 0.0
         ty = x.ty if isinstance(x.ty, relax.TensorType) else None
-        unsigned = (self.unsigned is not None and ty is not None and str(ty.dtype) == "int8"
-                    and fits_conv(self.unsigned, w.shape))
+        convert = (self.dot is not None and ty is not None and str(ty.dtype) == "int8"
+                   and fits_conv(self.dot, w.shape))
+        unsigned = convert and self.dot.data_dtype == "uint8"
         if (ty is None or len(width) != 8 or any(width[:4]) or value != int(value)
                 or not all(isinstance(d, tirx.IntImm) for d in list(ty.shape)[1:])
-                or (not unsigned and not any(width))):
+                or (not convert and not any(width))):
             return call
         # pad(x, v) = zero-padded x + an image of v on the border (0 inside); with uint8
         # operands x = (x + 128) − 128 inside as well: the conv of that constant image is
@@ -94,7 +99,8 @@ class _ConvInputMutator(relax.PyExprMutator):
                                       [int(v) for v in a.strides], [int(v) for v in a.dilation])
         if np.abs(offset).max(initial=0) >= 2**31:
             return call
-        conv = relax.op.nn.conv2d(_to_uint8(x) if unsigned else x, weight, strides=a.strides,
+        conv = relax.op.nn.conv2d(_to_operand(x, self.dot.data_dtype) if convert else x, weight,
+                                  strides=a.strides,
                                   padding=[width[4], width[6], width[5], width[7]],
                                   dilation=a.dilation, groups=1, data_layout="NCHW",
                                   kernel_layout="OIHW", out_layout="NCHW", out_dtype="int32")
