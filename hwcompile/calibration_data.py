@@ -11,6 +11,9 @@ Accepted forms (see DESIGN.md, ``--calibration``):
 - a Python iterable of feeds: each item a mapping name → array, or an array for a
   single-input model, shaped exactly as one model input (a batch of its own).
 
+Integer class labels for the training-style passes (pruning criteria, fine-tuning) ride
+along under the key ``labels`` of a mapping or ``.npz`` file (``calibration_labels``).
+
 Every failure raises ``CalibrationError`` naming the input, the file and what to fix.
 """
 
@@ -28,6 +31,7 @@ from .errors import CalibrationError
 from .model import TensorSpec
 
 BATCH = 64  # samples per run when the model's batch dimension is free
+LABELS = "labels"
 
 
 @dataclass
@@ -216,3 +220,17 @@ def load_calibration(data: Any, inputs: list[TensorSpec]) -> CalibrationSet:
     if not feeds:
         raise CalibrationError("the calibration set is empty: give at least one sample")
     return CalibrationSet(feeds, sum(_feed_samples(f) for f in feeds))
+
+
+def calibration_labels(data: Any) -> np.ndarray | None:
+    """The labels stored with calibration ``data`` (see module docstring), in sample order;
+    None when there are none."""
+    if isinstance(data, Mapping):
+        arrays = [np.asarray(data[LABELS])] if LABELS in data else []
+    elif isinstance(data, (str, Path)):
+        path = Path(data)
+        files = sorted(path.glob("*.npz")) if path.is_dir() else [path] if path.suffix == ".npz" else []
+        arrays = [found[LABELS] for found in map(_read, files) if LABELS in found]
+    else:
+        return None
+    return np.concatenate(arrays).astype(np.int64) if arrays else None
