@@ -11,7 +11,7 @@ from hwcompile.model import Model
 from hwcompile.pipeline import PassContext, register_pass
 from hwcompile.rewrite import dataflow_bindings
 
-from . import accuracy, report
+from . import accuracy, qdq, report  # noqa: F401  (qdq registers lower-qdq)
 from .calibration import FloatProbe, collect, tensor_range
 from .rewrite import IntegerEmitter, plan
 from .scheme import resolve_scheme

@@ -177,6 +177,37 @@ def _channel_shape(kind: str, ndim: int, channels: int) -> tuple[int, ...]:
     return tuple(shape)
 
 
+def emit_requant(rc: RebuildContext, acc: relax.Expr, rq: Requant, zero_point: int, low: int,
+                 high: int, shape: tuple[int, ...]) -> relax.Expr:
+    """int32 ``acc`` → int8 via ``rq``, + ``zero_point``, clipped to [low, high]."""
+    if rq.multiplier is None:  # power of two: int32 shifts only
+        shift = rq.shift.reshape(shape) if rq.shift.ndim else rq.shift
+        left, right = np.maximum(-shift, 0), np.maximum(shift, 0)
+        value = acc
+        if np.any(left):
+            value = rc.emit(relax.op.left_shift(value, _const(left, "int32")))
+        if np.any(right):
+            rounding = (np.int64(1) << right) >> 1
+            value = rc.emit(relax.op.add(value, _const(rounding, "int32")))
+            value = rc.emit(relax.op.right_shift(value, _const(right, "int32")))
+        dtype = "int32"
+    else:
+        multiplier = rq.multiplier.reshape(shape) if rq.multiplier.ndim else rq.multiplier
+        mult = rc.param(rc.unique_name("requant_multiplier"), multiplier.astype(np.int32)) \
+            if multiplier.ndim else _const(multiplier, "int32")
+        wide = rc.emit(relax.op.astype(acc, "int64"))
+        value = rc.emit(relax.op.multiply(wide, relax.op.astype(mult, "int64")
+                                          if multiplier.ndim else _const(multiplier, "int64")))
+        shift = int(rq.shift)
+        if shift:
+            value = rc.emit(relax.op.add(value, _const(np.int64(1) << (shift - 1), "int64")))
+            value = rc.emit(relax.op.right_shift(value, _const(shift, "int64")))
+        dtype = "int64"
+    value = rc.emit(relax.op.add(value, _const(zero_point, dtype)))
+    value = rc.emit(relax.op.clip(value, int(low), int(high)))
+    return relax.op.astype(value, "int8")
+
+
 @dataclass
 class LayerRecord:
     """What the rewrite chose for one layer or integer op (for annotations and the report)."""
@@ -268,37 +299,6 @@ class IntegerEmitter:
         return relax.op.dequantize(q_expr, _const(qp.scale, "float32"),
                                    _const(qp.zero_point, "int8"), out_dtype="float32")
 
-    def _requant(self, rc, acc: relax.Expr, rq: Requant, qp_out: QParams, low: int,
-                 shape: tuple[int, ...]) -> relax.Expr:
-        """int32 ``acc`` → int8 via ``rq``, + zero point, clip to [low, 127]."""
-        if rq.multiplier is None:  # power of two: int32 shifts only
-            shift = rq.shift.reshape(shape) if rq.shift.ndim else rq.shift
-            left, right = np.maximum(-shift, 0), np.maximum(shift, 0)
-            value = acc
-            if np.any(left):
-                value = rc.emit(relax.op.left_shift(value, _const(left, "int32")))
-            if np.any(right):
-                rounding = (np.int64(1) << right) >> 1
-                value = rc.emit(relax.op.add(value, _const(rounding, "int32")))
-                value = rc.emit(relax.op.right_shift(value, _const(right, "int32")))
-            dtype = "int32"
-        else:
-            multiplier = rq.multiplier.reshape(shape) if rq.multiplier.ndim else rq.multiplier
-            mult = rc.param(rc.unique_name("requant_multiplier"), multiplier.astype(np.int32)) \
-                if multiplier.ndim else _const(multiplier, "int32")
-            wide = rc.emit(relax.op.astype(acc, "int64"))
-            value = rc.emit(relax.op.multiply(wide, relax.op.astype(mult, "int64")
-                                              if multiplier.ndim else _const(multiplier, "int64")))
-            shift = int(rq.shift)
-            if shift:
-                value = rc.emit(relax.op.add(value, _const(np.int64(1) << (shift - 1), "int64")))
-                value = rc.emit(relax.op.right_shift(value, _const(shift, "int64")))
-            dtype = "int64"
-        value = rc.emit(relax.op.add(value, _const(qp_out.zero_point, dtype)))
-        value = rc.emit(relax.op.clip(value, int(low),
-                                      int(qp_out.qmax)))
-        return relax.op.astype(value, "int8")
-
     # -- layers --
     def layer(self, rc: RebuildContext, layer: Layer, tail_var: relax.Var) -> relax.Expr:
         core = self.bindings[layer.core].value
@@ -352,7 +352,7 @@ class IntegerEmitter:
         record.output = qp_out
         record.requant = sc.requant_params(s_acc / qp_out.scale, self.scheme.power_of_two)
         low = int(qp_out.zero_point) if layer.relu is not None else qp_out.qmin
-        q = self._requant(rc, acc, record.requant, qp_out, low, shape)
+        q = emit_requant(rc, acc, record.requant, int(qp_out.zero_point), low, int(qp_out.qmax), shape)
         return self._finish(rc, tail_var, q, qp_out)
 
     # -- integer ops between layers --
