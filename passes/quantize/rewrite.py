@@ -372,7 +372,7 @@ class IntegerEmitter:
                     term = rc.emit(relax.op.left_shift(term, _const(common - k, "int32")))
                 total = term if total is None else rc.emit(relax.op.add(total, term))
             final = Requant(None, np.asarray(common, np.int64))
-            return self._requant(rc, total, final, qp_out, low, ())
+            return emit_requant(rc, total, final, int(qp_out.zero_point), low, int(qp_out.qmax), ())
         total = None
         for (q, qp), m in zip(terms, rq.multiplier):
             term = rc.emit(relax.op.astype(q, "int64"))
@@ -426,8 +426,9 @@ class IntegerEmitter:
             rq = sc.requant_params(np.asarray(float(qp.scale) / (count * float(qp_out.scale))),
                                    self.scheme.power_of_two)
             self._record(name, op, [qp], qp_out, position, rq)
-            return self._finish(rc, binding.var, self._requant(rc, total, rq, qp_out,
-                                                               qp_out.qmin, ()), qp_out)
+            q = emit_requant(rc, total, rq, int(qp_out.zero_point), qp_out.qmin,
+                             int(qp_out.qmax), ())
+            return self._finish(rc, binding.var, q, qp_out)
         # ReLU, max pooling and layout ops keep the input's scale and zero point.
         q, qp = self.int8(rc, value.args[0])
         if op == "relax.nn.relu":
