@@ -167,15 +167,17 @@ def _register_tile(extents: list[int | None], lanes: int,
                    vector_registers: tuple[int, ...]) -> tuple[int, list[int]]:
     """SIMD width and row factors (for spatial axes -2, -3) of the register tile: the most
     multiply-adds per value loaded (vector·rows / (vectors + rows)) within the register
-    file (32 vector registers with AVX-512, else 16), a few kept for operands."""
+    file (32 vector registers with AVX-512, else 16), a few kept for operands. Channels
+    that fill no whole register (after pruning, say) get a partial one: still one register
+    per row."""
     budget = 26 if lanes >= 16 else 12
-    best = (0.0, lanes, [])
-    for vregs in vector_registers:
-        vec = vregs * lanes
-        if extents[-1] % vec:
-            continue
-        w = extents[-2] if len(extents) > 1 else None
-        h = extents[-3] if len(extents) > 2 else None
+    widths = [(r * lanes, r) for r in vector_registers if extents[-1] % (r * lanes) == 0]
+    if not widths:
+        widths = [(_divisor(extents[-1], tuple(sorted({lanes // 2, 4, 2}, reverse=True))), 1)]
+    w = extents[-2] if len(extents) > 1 else None
+    h = extents[-3] if len(extents) > 2 else None
+    best = (0.0, widths[0][0], [])
+    for vec, vregs in widths:
         for rw in ([d for d in range(1, w + 1) if w % d == 0] if w else [1]):
             for rh in ([d for d in range(1, h + 1) if h % d == 0] if h and rw == w else [1]):
                 rows = rw * rh
@@ -184,9 +186,6 @@ def _register_tile(extents: list[int | None], lanes: int,
                 score = vregs * rows / (vregs + rows)
                 if score > best[0] + 1e-9:
                     best = (score, vec, [rw] if w and rh == 1 else [rw, rh] if w else [])
-    if best[0] == 0.0:  # channels not a multiple of the lanes
-        vec = _divisor(extents[-1], (lanes * 2, lanes, 4))
-        return vec, []
     return best[1], best[2]
 
 
