@@ -2,9 +2,10 @@
 
 Both models are compiled the same way (same passes apart from ``prune``, same target,
 default schedules) and timed with hwcompile.bench in one run; the ratio is what counts.
-The pruned model keeps channel counts at the target's channel multiple (round_to default).
+The pruned model keeps channel counts at the target's channel multiple (round_to default;
+``--round-to 1`` lets them fall anywhere).
 
-    .venv/bin/python benchmarks/prune_cpu.py [--image 64] [--repeat 20]
+    .venv/bin/python benchmarks/prune_cpu.py [--image 64] [--repeat 20] [--ratio 0.5] [--round-to N]
 
 ``--accuracy``: digits held-out accuracy after ``prune(ratio=r, round_to=1)`` for r in
 ``--ratios``, with the pre-fix method (``compensate=false, bn_fold=false``) and the current
@@ -28,10 +29,10 @@ ROOT = Path(__file__).resolve().parents[1]
 BASE = "fold-constants,fold-batchnorm,dce"
 
 
-def measure(name: str, model, work: Path, ratio: float, repeat: int,
+def measure(name: str, model, work: Path, prune: str, repeat: int,
             input_shapes: dict | None = None) -> dict:
     row = {"model": name}
-    for label, passes in (("unpruned", BASE), ("pruned", f"prune(ratio={ratio}),{BASE}")):
+    for label, passes in (("unpruned", BASE), ("pruned", f"{prune},{BASE}")):
         art = hwcompile.compile(model, "cpu", work / f"{name}-{label}", passes=passes,
                                 input_shapes=input_shapes)
         stats = bench_artifact(art, repeat=repeat, warmup=3)
@@ -86,7 +87,10 @@ def main() -> None:
     parser.add_argument("--image", type=int, default=64, help="ResNet-18 input size")
     parser.add_argument("--ratio", type=float, default=0.5)
     parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--round-to", type=int,
+                        help="channel multiple after pruning (default: the target's SIMD width)")
     args = parser.parse_args()
+    prune = f"prune(ratio={args.ratio}" + (f", round_to={args.round_to})" if args.round_to else ")")
     if args.accuracy:
         accuracy([float(r) for r in args.ratios.split(",")], args.finetune)
         return
@@ -95,10 +99,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         # Batch fixed at 1 for deployment, as --input-shape does; with the batch left
         # symbolic the default schedules of the pruned 8-channel convs are slower (RESULTS.md).
-        rows = [measure("digits_cnn (batch 1)", digits, Path(tmp), args.ratio, args.repeat,
+        rows = [measure("digits_cnn (batch 1)", digits, Path(tmp), prune, args.repeat,
                         {"input": (1, 1, 8, 8)}),
                 measure(f"resnet18_shaped (1x3x{args.image}x{args.image})", resnet, Path(tmp),
-                        args.ratio, args.repeat)]
+                        prune, args.repeat)]
+    print(f"\n`{prune}`\n")
     print("| model | unpruned ms | pruned ms | speed-up | MACs unpruned -> pruned | params unpruned -> pruned |")
     print("|---|---|---|---|---|---|")
     for r in rows:
