@@ -17,6 +17,7 @@ from hwcompile.sparse_weights import SPARSE_FILE, compact_worthy
 from hwcompile.sparse_weights import write as write_sparse
 from hwcompile.target import BuildResult, Constraints, Target, register_target
 from hwcompile.tune.database import open_database
+from hwcompile.tune.defaults import simd_floats
 from hwcompile.tune.pipeline import cpu_pipeline, tunable_module
 
 # Short names for common cross triples; anything else is taken as a full LLVM triple.
@@ -35,16 +36,6 @@ _CROSS_GCC = {
 }
 
 
-def _simd_floats(target: tvm.target.Target) -> int:
-    """float32 lanes of the target CPU's widest vector unit (16 for AVX-512, 8 for AVX/AVX2,
-    4 for SSE, NEON and anything LLVM cannot tell about)."""
-    try:
-        has = lambda feature: bool(tvm.target.codegen.target_has_features(feature, target))
-        return 16 if has("avx512f") else 8 if has("avx") else 4
-    except Exception:  # a triple this LLVM has no backend for
-        return 4
-
-
 def host_target(num_cores: int | None = None) -> tvm.target.Target:
     cpu = tvm.target.codegen.llvm_get_system_cpu()
     cores = num_cores or len(os.sched_getaffinity(0))
@@ -61,7 +52,7 @@ class CpuTarget(Target):
         self.triple = str(tvm_target.attrs["mtriple"]) if "mtriple" in tvm_target.attrs else ""
         self.cross = bool(self.triple) and not self.triple.startswith(os.uname().machine)
         # Channel counts that fill whole vector registers of float32 (NEON/RVV: 4 lanes).
-        self.constraints = Constraints(channel_multiple=_simd_floats(tvm_target))
+        self.constraints = Constraints(channel_multiple=simd_floats(tvm_target))
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()

@@ -262,3 +262,36 @@ def test_default_schedules_with_a_dynamic_batch(tmp_path):
     model = hwcompile.load(hwcompile.compile(proto, "cpu", tmp_path / "dyn"))
     x = np.random.default_rng(3).standard_normal((3, 3, 8, 8)).astype(np.float32)
     np.testing.assert_allclose(model(x), ort_run(proto, {"x": x})[0], rtol=1e-4, atol=1e-4)
+
+
+def test_output_channels_padded_to_whole_registers(tmp_path):
+    """Convs with 13 and 7 output channels (no multiple of any vector width) compute on
+    zero-padded filters, the extra channels sliced away: same values as onnxruntime."""
+    import tvm
+    from onnx import TensorProto, helper
+
+    from hwcompile.tune.channel_padding import pad_output_channels
+
+    rng = np.random.default_rng(5)
+    inits = [numpy_helper.from_array(rng.standard_normal((13, 3, 3, 3)).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.standard_normal(13).astype(np.float32), "b1"),
+             numpy_helper.from_array(rng.standard_normal((7, 13, 1, 1)).astype(np.float32), "w2")]
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], strides=[2, 2]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2"], ["y"])]
+    graph = helper.make_graph(nodes, "odd_channels",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 9, 9])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 7, 5, 5])],
+                              inits)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+
+    padded = pad_output_channels(16)(import_onnx(proto).bound_module())
+    convs = []
+    tvm.relax.analysis.post_order_visit(padded["main"], lambda e: convs.append(e) if isinstance(
+        e, tvm.relax.Call) and getattr(e.op, "name", "") == "relax.nn.conv2d" else None)
+    assert sorted(int(c.args[1].ty.shape[0]) for c in convs) == [16, 16]
+
+    model = hwcompile.load(hwcompile.compile(proto, "cpu", tmp_path / "odd"))
+    x = rng.standard_normal((2, 3, 9, 9)).astype(np.float32)
+    np.testing.assert_allclose(model(x), ort_run(proto, {"x": x})[0], rtol=1e-4, atol=1e-4)

@@ -32,10 +32,21 @@ from tvm.s_tir import Schedule
 from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.schedule import ScheduleError
 
+from .channel_padding import pad_output_channels
 from .int8_dot import DotProduct, dot_block, int8_dot_product, pack_weights
 from .integer_graph import integer_graph_passes, pad_through_permute
 
 _SCHEDULED = "tirx.is_scheduled"
+
+
+def simd_floats(target: tvm.target.Target) -> int:
+    """float32 lanes of the target CPU's widest vector unit (16 for AVX-512, 8 for AVX/AVX2,
+    4 for SSE, NEON and anything LLVM cannot tell about)."""
+    try:
+        has = lambda feature: bool(tvm.target.codegen.target_has_features(feature, target))
+        return 16 if has("avx512f") else 8 if has("avx") else 4
+    except Exception:  # a triple this LLVM has no backend for
+        return 4
 
 
 def cpu_layout(target: tvm.target.Target) -> tvm.transform.Pass:
@@ -43,7 +54,8 @@ def cpu_layout(target: tvm.target.Target) -> tvm.transform.Pass:
     Grouped and depthwise convolutions stay NCHW: legalized in NHWC their channel index
     arithmetic defeats the tile (measured 2.5× slower here), in NCHW they vectorize on width.
     Around it, the integer-graph rewrites of ``integer_graph.py`` (uint8 conv operands
-    where the CPU's int8 dot product wants them)."""
+    where the CPU's int8 dot product wants them) and output channels padded to whole
+    vector registers (``channel_padding.py``)."""
 
     def desired(call: relax.Call) -> dict[str, list[str]]:  # called for every op call
         if call.op.name != "relax.nn.conv2d":
@@ -52,6 +64,7 @@ def cpu_layout(target: tvm.target.Target) -> tvm.transform.Pass:
         return {"relax.nn.conv2d": ["NHWC", "HWIO"] if dense else ["NCHW", "OIHW"]}
 
     return tvm.transform.Sequential([*integer_graph_passes(int8_dot_product(target)),
+                                     pad_output_channels(simd_floats(target)),
                                      relax.transform.ConvertLayout({}, layout_cb=desired),
                                      pad_through_permute], name="CpuLayout")
 
