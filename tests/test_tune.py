@@ -254,7 +254,7 @@ def test_default_schedules_with_a_dynamic_batch(tmp_path):
     proto = conv_bn_model()  # batch "N"
     target = resolve_target("cpu")
     mod = target.tunable_module(import_onnx(proto).bound_module())
-    for name in ("fused_conv2d_add", "fused_matmul_add"):  # numbered suffixes vary
+    for name in ("fused_conv2d_", "fused_matmul_add"):  # suffixes vary (padded channels: a slice)
         func = next(f for g, f in mod.functions_items() if g.name_hint.startswith(name))
         assert isinstance(func, tvm.tirx.PrimFunc)
         scheduled = schedule_func(func, target.default_schedule_lanes)
