@@ -11,8 +11,9 @@ Accepted forms (see DESIGN.md, ``--calibration``):
 - a Python iterable of feeds: each item a mapping name → array, or an array for a
   single-input model, shaped exactly as one model input (a batch of its own).
 
-Integer class labels for the training-style passes (pruning criteria, fine-tuning) ride
-along under the key ``labels`` of a mapping or ``.npz`` file (``calibration_labels``).
+Integer class labels (for fine-tuning, gradient pruning criteria and accuracy evaluation)
+ride along under the key ``labels`` of a mapping or ``.npz`` file, one per sample, in sample
+order: ``CalibrationSet.labels``.
 
 Every failure raises ``CalibrationError`` naming the input, the file and what to fix.
 """
@@ -40,6 +41,7 @@ class CalibrationSet:
 
     feeds: list[dict[str, np.ndarray]]
     num_samples: int
+    labels: np.ndarray | None = None  # int64, one per sample
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         return iter(self.feeds)
@@ -62,7 +64,7 @@ class CalibrationSet:
                 break
             kept.append(feed)
             count += _feed_samples(feed)
-        return CalibrationSet(kept, count)
+        return CalibrationSet(kept, count, None if self.labels is None else self.labels[:count])
 
 
 def _feed_samples(feed: Mapping[str, np.ndarray]) -> int:
@@ -143,22 +145,30 @@ def _read(path: Path) -> dict[str, np.ndarray] | np.ndarray:
         raise CalibrationError(f"{path}: not a readable numpy file ({err})") from None
 
 
-def _from_path(path: Path, inputs: list[TensorSpec]) -> list[dict[str, np.ndarray]]:
+def _labels_of(arrays: Mapping[str, Any]) -> list[np.ndarray]:
+    return [np.asarray(arrays[LABELS]).reshape(-1)] if LABELS in arrays else []
+
+
+def _from_path(path: Path, inputs: list[TensorSpec]
+               ) -> tuple[list[dict[str, np.ndarray]], list[np.ndarray]]:
+    """Feeds, and the label arrays found with them (in the same order)."""
     if not path.exists():
         raise CalibrationError(f"{path}: no such calibration file or directory")
     if path.is_file():
         if path.suffix not in (".npz", ".npy"):
             raise CalibrationError(f"{path}: calibration data must be .npz or .npy")
-        data = _read(path)
-        return _stacked_to_feeds(_as_mapping(data, inputs, str(path)), inputs, str(path))
+        data = _as_mapping(_read(path), inputs, str(path))
+        return _stacked_to_feeds(data, inputs, str(path)), _labels_of(data)
     files = sorted(p for p in path.iterdir() if p.suffix in (".npz", ".npy"))
     feeds: list[dict[str, np.ndarray]] = []
+    labels: list[np.ndarray] = []
     npy_by_input: dict[str, list[np.ndarray]] = {}
     names = {s.name for s in inputs}
     for file in files:
         data = _read(file)
         if isinstance(data, dict):
             feeds += _stacked_to_feeds(data, inputs, str(file))
+            labels += _labels_of(data)
         elif file.stem in names:
             npy_by_input.setdefault(file.stem, []).append(data)
         elif len(inputs) == 1:
@@ -169,7 +179,7 @@ def _from_path(path: Path, inputs: list[TensorSpec]) -> list[dict[str, np.ndarra
     if npy_by_input:
         stacked = {n: np.concatenate(a) for n, a in npy_by_input.items()}
         feeds += _stacked_to_feeds(stacked, inputs, str(path))
-    return feeds
+    return feeds, labels
 
 
 def _as_mapping(data: Any, inputs: list[TensorSpec], where: str) -> Mapping[str, Any]:
@@ -207,11 +217,12 @@ def load_calibration(data: Any, inputs: list[TensorSpec]) -> CalibrationSet:
                                "DATA.npz (or calibration=... in Python)")
     if isinstance(data, CalibrationSet):
         return data
+    labels: list[np.ndarray] = []
     if isinstance(data, (str, Path)):
-        feeds = _from_path(Path(data), inputs)
+        feeds, labels = _from_path(Path(data), inputs)
     elif isinstance(data, (Mapping, np.ndarray)):
-        feeds = _stacked_to_feeds(_as_mapping(data, inputs, "calibration data"), inputs,
-                                  "calibration data")
+        mapping = _as_mapping(data, inputs, "calibration data")
+        feeds, labels = _stacked_to_feeds(mapping, inputs, "calibration data"), _labels_of(mapping)
     elif isinstance(data, Iterable):
         feeds = _from_iterable(data, inputs)
     else:
@@ -219,18 +230,12 @@ def load_calibration(data: Any, inputs: list[TensorSpec]) -> CalibrationSet:
                                "supported; give a path, a mapping of arrays, or an iterable")
     if not feeds:
         raise CalibrationError("the calibration set is empty: give at least one sample")
-    return CalibrationSet(feeds, sum(_feed_samples(f) for f in feeds))
-
-
-def calibration_labels(data: Any) -> np.ndarray | None:
-    """The labels stored with calibration ``data`` (see module docstring), in sample order;
-    None when there are none."""
-    if isinstance(data, Mapping):
-        arrays = [np.asarray(data[LABELS])] if LABELS in data else []
-    elif isinstance(data, (str, Path)):
-        path = Path(data)
-        files = sorted(path.glob("*.npz")) if path.is_dir() else [path] if path.suffix == ".npz" else []
-        arrays = [found[LABELS] for found in map(_read, files) if LABELS in found]
-    else:
-        return None
-    return np.concatenate(arrays).astype(np.int64) if arrays else None
+    count = sum(_feed_samples(f) for f in feeds)
+    if not labels:
+        return CalibrationSet(feeds, count)
+    merged = np.concatenate(labels)
+    if len(merged) != count or merged.dtype.kind not in "iu":
+        raise CalibrationError(f"calibration '{LABELS}': {len(merged)} values of type "
+                               f"{merged.dtype} for {count} samples; give one integer class "
+                               "label per sample")
+    return CalibrationSet(feeds, count, merged.astype(np.int64))

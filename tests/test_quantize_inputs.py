@@ -39,6 +39,15 @@ def test_loader_accepts_npz_directory_mapping_and_iterable(tmp_path):
     assert items.num_samples == 3 and items.feeds[0]["x"].dtype == np.float32
 
 
+def test_labels_follow_the_samples(tmp_path):
+    np.savez(tmp_path / "a.npz", x=good(3), labels=np.array([1, 2, 3]))
+    np.savez(tmp_path / "b.npz", x=good(2), labels=np.array([4, 5]))
+    assert load_calibration(tmp_path, [X]).labels.tolist() == [1, 2, 3, 4, 5]
+    mapped = load_calibration({"x": good(70), "labels": np.arange(70)}, [X])
+    assert mapped.labels.dtype == np.int64 and mapped.head(64).labels.tolist() == list(range(64))
+    assert load_calibration({"x": good(3)}, [X]).labels is None
+
+
 @pytest.mark.parametrize("data, message", [
     ({"x": np.zeros((4, 3, 9, 9), np.float32)}, "input 'x' has shape 4x3x9x9; expected samples"),
     ({"x": np.zeros((4, 3, 8, 8), np.int32)}, "input 'x' has dtype int32, expected a floating"),
@@ -47,6 +56,8 @@ def test_loader_accepts_npz_directory_mapping_and_iterable(tmp_path):
     ([], "the calibration set is empty"),
     (None, "quantization needs calibration data"),
     ([np.zeros((2, 3, 8), np.float32)], "calibration item 0: input 'x' has shape 2x3x8"),
+    ({"x": good(4), "labels": np.arange(3)}, "'labels': 3 values of type int64 for 4 samples"),
+    ({"x": good(4), "labels": np.zeros(4)}, "'labels': 4 values of type float64 for 4 samples"),
 ])
 def test_bad_calibration_data(data, message):
     with pytest.raises(CalibrationError, match=message.replace("(", r"\(")):

@@ -13,13 +13,14 @@ from typing import Any
 
 import numpy as np
 
-from hwcompile.calibration_data import LABELS, calibration_labels, load_calibration
+from hwcompile.calibration_data import load_calibration
 from hwcompile.errors import CalibrationError
 from hwcompile.model import Model
 
 
 def load(raw: Any, model: Model, what: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """(samples, labels or None) for ``model``'s first input; ``what`` names the user."""
+    """(samples, labels or None) for ``model``'s first input, the samples stacked into one
+    array (from batches or single samples); ``what`` names the user."""
     spec = model.inputs[0]
     if raw is None:
         raise CalibrationError(f"{what} needs calibration data: pass --calibration DATA.npz "
@@ -28,9 +29,4 @@ def load(raw: Any, model: Model, what: str) -> tuple[np.ndarray, np.ndarray | No
         feeds = load_calibration(raw, model.inputs)
     except CalibrationError as err:
         raise CalibrationError(f"{what}: {err}") from None
-    x = np.concatenate([feed[spec.name] for feed in feeds])  # batches or single samples
-    labels = calibration_labels(raw)
-    if labels is not None and labels.shape != (len(x),):
-        raise CalibrationError(f"{what}: calibration '{LABELS}' has shape {labels.shape}, "
-                               f"expected ({len(x)},)")
-    return x, labels
+    return np.concatenate([feed[spec.name] for feed in feeds]), feeds.labels

@@ -90,13 +90,8 @@ def load_eval(path: str | None, model: Model, calibration: CalibrationSet
     file = Path(path)
     if not file.is_file() or file.suffix != ".npz":
         raise CalibrationError(f"{path}: evaluation data must be an existing .npz file")
-    with np.load(file, allow_pickle=False) as npz:
-        arrays = {k: npz[k] for k in npz.files}
-    labels = arrays.pop("labels", None)
-    data = load_calibration(arrays, model.inputs)
-    if labels is not None and labels.reshape(-1).size != data.num_samples:
-        raise CalibrationError(f"{path}: {labels.size} labels for {data.num_samples} samples")
-    return data, None if labels is None else labels.reshape(-1)
+    data = load_calibration(file, model.inputs)
+    return data, data.labels
 
 
 def sensitivity(float_probe: FloatProbe, make: Callable[[set[str]], IntegerEmitter],
