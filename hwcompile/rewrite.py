@@ -24,6 +24,24 @@ def call_name(expr: relax.Expr) -> str | None:
     return None
 
 
+def dense_nchw_conv(call: relax.Call) -> bool:
+    """A ``relax.nn.conv2d`` in NCHW/OIHW (output NCHW), not grouped, on a constant weight:
+    the convolutions the CPU's conv rewrites handle."""
+    if call_name(call) != "relax.nn.conv2d":
+        return False
+    a = call.attrs
+    return (isinstance(call.args[1], tvm.ir.Constant) and int(a.groups) == 1
+            and a.data_layout == "NCHW" and a.kernel_layout == "OIHW" and a.out_layout == "NCHW")
+
+
+def mutate_functions(mutator: relax.PyExprMutator, mod: tvm.IRModule) -> tvm.IRModule:
+    """``mod`` with every Relax function rewritten by ``mutator`` (created on ``mod``)."""
+    for gvar, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            mutator.builder_.update_func(gvar, mutator.visit_expr(func))
+    return mutator.builder_.get()
+
+
 def free_vars(expr: relax.Expr) -> list[relax.Var]:
     """Relax variables an expression uses (symbolic shape variables excluded)."""
     return [v for v in relax.analysis.free_vars(expr) if not isinstance(v.ty, tvm.ir.PrimType)]

@@ -15,6 +15,8 @@ import tvm
 from tvm import relax
 from tvm.ir import IRModule
 
+from hwcompile.rewrite import dense_nchw_conv, mutate_functions
+
 
 @relax.expr_functor.mutator
 class _PadChannels(relax.PyExprMutator):
@@ -24,13 +26,9 @@ class _PadChannels(relax.PyExprMutator):
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:
         call = super().visit_call_(call)
-        if not isinstance(call.op, tvm.ir.Op) or call.op.name != "relax.nn.conv2d":
+        if not dense_nchw_conv(call):
             return call
-        a, weight = call.attrs, call.args[1]
-        if (not isinstance(weight, tvm.ir.expr.Constant) or int(a.groups) != 1
-                or a.data_layout != "NCHW" or a.kernel_layout != "OIHW" or a.out_layout != "NCHW"):
-            return call
-        w = weight.value.numpy()
+        a, w = call.attrs, call.args[1].value.numpy()
         channels = w.shape[0]
         padded = -(-channels // self.multiple) * self.multiple
         if padded == channels:
@@ -49,10 +47,6 @@ def pad_output_channels(multiple: int) -> tvm.transform.Pass:
 
     @tvm.transform.module_pass(opt_level=0, name="PadOutputChannels")
     def _pad(mod: IRModule, _ctx: tvm.transform.PassContext) -> IRModule:
-        mutator = _PadChannels(mod, multiple)
-        for gvar, func in mod.functions_items():
-            if isinstance(func, relax.Function):
-                mutator.builder_.update_func(gvar, mutator.visit_expr(func))
-        return mutator.builder_.get()
+        return mutate_functions(_PadChannels(mod, multiple), mod)
 
     return _pad

@@ -33,8 +33,9 @@ from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.schedule import ScheduleError
 
 from .channel_padding import pad_output_channels
-from .int8_dot import DotProduct, dot_block, int8_dot_product, pack_weights
+from .int8_dot import DotProduct, dot_block, int8_dot_product, intrinsic, pack_weights
 from .integer_graph import integer_graph_passes, pad_through_permute
+from .intrinsics import cpu_has
 
 _SCHEDULED = "tirx.is_scheduled"
 
@@ -42,11 +43,7 @@ _SCHEDULED = "tirx.is_scheduled"
 def simd_floats(target: tvm.target.Target) -> int:
     """float32 lanes of the target CPU's widest vector unit (16 for AVX-512, 8 for AVX/AVX2,
     4 for SSE, NEON and anything LLVM cannot tell about)."""
-    try:
-        has = lambda feature: bool(tvm.target.codegen.target_has_features(feature, target))
-        return 16 if has("avx512f") else 8 if has("avx") else 4
-    except Exception:  # a triple this LLVM has no backend for
-        return 4
+    return 16 if cpu_has(target, "avx512f") else 8 if cpu_has(target, "avx") else 4
 
 
 def cpu_layout(target: tvm.target.Target) -> tvm.transform.Pass:
@@ -173,7 +170,7 @@ def _schedule_reduction(sch: Schedule, block, lanes: int, dot: DotProduct | None
     if dot:
         sch.vectorize(sch.get_loops(init)[-1])
         pack_weights(sch, block, dot)
-    return True, (v_in, dot.intrin) if dot else None
+    return True, (v_in, intrinsic(dot)) if dot else None
 
 
 def _register_tile(extents: list[int | None], lanes: int,

@@ -23,11 +23,14 @@ which LLVM 22 (this TVM wheel's) rejects: it takes ``<64 x i8>`` (llvm-project #
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import tvm
 from tvm.s_tir import Schedule, TensorIntrin
 from tvm.script import tirx as T
+
+from .intrinsics import cpu_has
 
 
 @dataclass(frozen=True)
@@ -101,23 +104,28 @@ def _vpmaddwd(lanes: int, llvm_intrinsic: str):
 VNNI = DotProduct("hwcompile_dot_16x4_vpdpbusd", "vpdpbusd", 16, 4, "uint8")
 MADD_512 = DotProduct("hwcompile_dot_16x2_vpmaddwd", "vpmaddwd", 16, 2, "int16")
 MADD_256 = DotProduct("hwcompile_dot_8x2_vpmaddwd", "vpmaddwd", 8, 2, "int16")
-for _dot, _impl in ((VNNI, _vpdpbusd()),
-                    (MADD_512, _vpmaddwd(16, "llvm.x86.avx512.pmaddw.d.512")),
-                    (MADD_256, _vpmaddwd(8, "llvm.x86.avx2.pmadd.wd"))):
-    TensorIntrin.register(_dot.intrin, _desc(_dot.lanes, _dot.depth, _dot.data_dtype), _impl,
-                          override=True)
+_IMPLEMENTATIONS = {VNNI: _vpdpbusd,
+                    MADD_512: functools.partial(_vpmaddwd, 16, "llvm.x86.avx512.pmaddw.d.512"),
+                    MADD_256: functools.partial(_vpmaddwd, 8, "llvm.x86.avx2.pmadd.wd")}
+
+
+@functools.cache
+def intrinsic(dot: DotProduct) -> str:
+    """``dot``'s tensor intrinsic, registered on first use (parsing it takes ~0.3 s, which
+    a float model should not pay at import)."""
+    TensorIntrin.register(dot.intrin, _desc(dot.lanes, dot.depth, dot.data_dtype),
+                          _IMPLEMENTATIONS[dot](), override=True)
+    return dot.intrin
 
 
 def int8_dot_product(target: tvm.target.Target) -> DotProduct | None:
     """The widest integer dot product ``target``'s CPU has (None: not x86 or no AVX2)."""
     if target.kind.name != "llvm":
         return None
-    try:
-        has = lambda feature: bool(tvm.target.codegen.target_has_features(feature, target))
-        return (VNNI if has("avx512vnni") else MADD_512 if has("avx512bw")
-                else MADD_256 if has("avx2") else None)
-    except Exception:  # a triple this LLVM has no backend for
-        return None
+    for dot, feature in ((VNNI, "avx512vnni"), (MADD_512, "avx512bw"), (MADD_256, "avx2")):
+        if cpu_has(target, feature):
+            return dot
+    return None
 
 
 def fits_conv(dot: DotProduct, weight_shape: tuple[int, ...]) -> bool:

@@ -20,6 +20,8 @@ import tvm
 from tvm import relax, tirx
 from tvm.ir import IRModule
 
+from hwcompile.rewrite import dense_nchw_conv, mutate_functions
+
 from .int8_dot import DotProduct, fits_conv
 
 
@@ -68,14 +70,10 @@ class _ConvInputMutator(relax.PyExprMutator):
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:
         call = super().visit_call_(call)
-        if not isinstance(call.op, tvm.ir.Op) or call.op.name != "relax.nn.conv2d":
+        if (not dense_nchw_conv(call) or str(call.attrs.out_dtype) != "int32"
+                or any(int(p) for p in call.attrs.padding)):
             return call
         a, weight = call.attrs, call.args[1]
-        if (not isinstance(weight, tvm.ir.expr.Constant) or int(a.groups) != 1
-                or a.data_layout != "NCHW" or a.kernel_layout != "OIHW"
-                or a.out_layout != "NCHW" or str(a.out_dtype) != "int32"
-                or any(int(p) for p in a.padding)):
-            return call
         w = weight.value.numpy().astype(np.int64)
         data = self.lookup_binding(call.args[0]) if isinstance(call.args[0], relax.Var) else None
         if (isinstance(data, relax.Call) and isinstance(data.op, tvm.ir.Op)
@@ -115,11 +113,7 @@ def fold_zero_point_pad(dot: DotProduct | None) -> tvm.transform.Pass:
 
     @tvm.transform.module_pass(opt_level=0, name="FoldZeroPointPad")
     def _fold(mod: IRModule, _ctx: tvm.transform.PassContext) -> IRModule:
-        mutator = _ConvInputMutator(mod, dot)
-        for gvar, func in mod.functions_items():
-            if isinstance(func, relax.Function):
-                mutator.builder_.update_func(gvar, mutator.visit_expr(func))
-        return relax.transform.DeadCodeElimination()(mutator.builder_.get())
+        return relax.transform.DeadCodeElimination()(mutate_functions(_ConvInputMutator(mod, dot), mod))
 
     return _fold
 
@@ -151,11 +145,7 @@ class _ClipMutator(relax.PyExprMutator):
 def integer_clip_to_min_max(mod: IRModule, _ctx: tvm.transform.PassContext) -> IRModule:
     """Integer ``clip(x, lo, hi)`` → ``minimum(maximum(x, lo), hi)``: the same values (it is
     what clip legalizes to), but binary elementwise ops follow the NHWC layout."""
-    mutator = _ClipMutator(mod)
-    for gvar, func in mod.functions_items():
-        if isinstance(func, relax.Function):
-            mutator.builder_.update_func(gvar, mutator.visit_expr(func))
-    return mutator.builder_.get()
+    return mutate_functions(_ClipMutator(mod), mod)
 
 
 @relax.expr_functor.mutator
@@ -190,10 +180,6 @@ def pad_through_permute(mod: IRModule, _ctx: tvm.transform.PassContext) -> IRMod
     """Pad in the layout the data is already in instead of transposing around the pad
     (ConvertLayout's NHWC→NCHW, pad, NCHW→NHWC before each int8 conv); then drop the
     transposes left unused."""
-    mutator = _PadMutator(mod)
-    for gvar, func in mod.functions_items():
-        if isinstance(func, relax.Function):
-            mutator.builder_.update_func(gvar, mutator.visit_expr(func))
-    return relax.transform.DeadCodeElimination()(mutator.builder_.get())
+    return relax.transform.DeadCodeElimination()(mutate_functions(_PadMutator(mod), mod))
 
 

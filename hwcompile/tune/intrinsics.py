@@ -18,6 +18,15 @@ import tvm
 _PACKAGE = "tvm.s_tir.tensor_intrin"
 
 
+def cpu_has(target: tvm.target.Target, feature: str) -> bool:
+    """Whether LLVM says ``target``'s CPU has ``feature`` (``"avx512vnni"``); False for a
+    triple this LLVM has no backend for."""
+    try:
+        return bool(tvm.target.codegen.target_has_features(feature, target))
+    except Exception:  # TVM raises assorted errors for an unknown triple or CPU
+        return False
+
+
 def family(target: tvm.target.Target) -> str:
     if target.kind.name == "cuda":
         return "cuda"
