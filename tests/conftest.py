@@ -21,6 +21,19 @@ def ort_run(model: onnx.ModelProto | str | Path, feeds: dict[str, np.ndarray]) -
     return ort.InferenceSession(source, providers=["CPUExecutionProvider"]).run(None, feeds)
 
 
+def float_model(name: str, nodes: list, inits: list, inputs: dict[str, list],
+                outputs: dict[str, list], opset: int = 17) -> onnx.ModelProto:
+    """A float32 ONNX model (IR version 8, which onnxruntime reads) from nodes and
+    initializers; ``inputs``/``outputs`` map names to shapes."""
+    def infos(shapes):
+        return [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in shapes.items()]
+
+    graph = helper.make_graph(nodes, name, infos(inputs), infos(outputs), inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    return model
+
+
 def conv_bn_model(opset: int = 17, batch: str | int = "N") -> onnx.ModelProto:
     """Conv(+bias) → BN → Relu → GlobalAveragePool → Flatten → Gemm: the folding test case."""
     rng = np.random.default_rng(0)
@@ -40,12 +53,7 @@ def conv_bn_model(opset: int = 17, batch: str | int = "N") -> onnx.ModelProto:
         helper.make_node("Flatten", ["p"], ["f"], name="flatten"),
         helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["y"], transB=1, name="fc"),
     ]
-    graph = helper.make_graph(
-        nodes, "conv_bn",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, 8, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 10])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = 8
+    model = float_model("conv_bn", nodes, inits, {"x": [batch, 3, 8, 8]}, {"y": [batch, 10]}, opset)
     onnx.checker.check_model(model)
     return model
 

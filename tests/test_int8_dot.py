@@ -9,7 +9,8 @@ import numpy as np
 import onnx
 import pytest
 import tvm
-from onnx import TensorProto, helper, numpy_helper
+from conftest import float_model
+from onnx import helper, numpy_helper
 
 import hwcompile
 from hwcompile.frontend import import_onnx
@@ -33,7 +34,7 @@ def _host_has(feature: str) -> bool:
     return bool(tvm.target.codegen.target_has_features(feature, resolve_target("cpu").tvm_target))
 
 
-def vnni_cnn() -> onnx.ModelProto:
+def dot_cnn() -> onnx.ModelProto:
     """Convs whose channels fit the 16×4 dot product: 3×3 pad 1, 3×3 stride 2, 1×1 without
     padding, a residual add; then a 3→16 stem-like conv the VNNI path must leave alone."""
     rng = np.random.default_rng(11)
@@ -53,13 +54,7 @@ def vnni_cnn() -> onnx.ModelProto:
              helper.make_node("Add", ["c3", "r2"], ["s"]),
              helper.make_node("Relu", ["s"], ["r3"]),
              helper.make_node("Conv", ["r3", "w4"], ["y"], pads=[1, 1, 1, 1])]
-    graph = helper.make_graph(nodes, "vnni_cnn",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 12, 12])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 16, 6, 6])],
-                              inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model
+    return float_model("dot_cnn", nodes, inits, {"x": ["N", 3, 12, 12]}, {"y": ["N", 16, 6, 6]})
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +67,7 @@ def test_dot_product_kernels_compute_the_same_integers(name, calibration, tmp_pa
     spec, feature = DOT_TARGETS[name]
     if not _host_has(feature):
         pytest.skip(f"this CPU has no {feature} to run {name} code")
-    proto = vnni_cnn()
+    proto = dot_cnn()
     passes = "fold-constants,quantize(method=minmax)"
     dot = hwcompile.load(hwcompile.compile(proto, spec, tmp_path / "dot", passes=passes,
                                            calibration=calibration))
@@ -87,7 +82,7 @@ def test_dot_product_kernels_compute_the_same_integers(name, calibration, tmp_pa
 def _assembly(target_spec: str, calibration) -> str:
     target = resolve_target(target_spec)
     ctx = PassContext(constraints=target.constraints, calibration=calibration, target=target)
-    quantized, _ = run_pipeline(import_onnx(vnni_cnn()), parse_spec("fold-constants,quantize"), ctx)
+    quantized, _ = run_pipeline(import_onnx(dot_cnn()), parse_spec("fold-constants,quantize"), ctx)
     pipeline = cpu_pipeline(target.tvm_target, target.default_schedule_lanes)
     executable = tvm.compile(quantized.bound_module(), target.tvm_target, relax_pipeline=pipeline)
     return executable.mod.imports[0].inspect_source("asm")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from conftest import ort_run
+from conftest import float_model, ort_run
 from onnx import numpy_helper
 
 import hwcompile
@@ -195,7 +195,7 @@ def _bias_only_channels_model(conv_bias: bool = True) -> tuple[onnx.ModelProto, 
     shifts, so each is a non-zero constant that its consumers (1x1 convs and the dense
     layer, where compensation is exact) read through small but non-zero weights.
     """
-    from onnx import TensorProto, helper
+    from onnx import helper
 
     rng = np.random.default_rng(1)
     gone = {"ab": [1, 4], "c": [2, 5, 6]}  # residual units (a_k with b_k), conv c channels
@@ -233,13 +233,9 @@ def _bias_only_channels_model(conv_bias: bool = True) -> tuple[onnx.ModelProto, 
              helper.make_node("GlobalAveragePool", ["c"], ["p"]),
              helper.make_node("Flatten", ["p"], ["f"]),
              helper.make_node("Gemm", ["f", "fc", "fcb"], ["output"], transB=1)]
-    graph = helper.make_graph(
-        nodes, "bias_only_channels",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 8, 8])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 10])],
-        [numpy_helper.from_array(v, k) for k, v in w.items() if conv_bias or k != "bc"])
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    proto.ir_version = 8
+    inits = [numpy_helper.from_array(v, k) for k, v in w.items() if conv_bias or k != "bc"]
+    proto = float_model("bias_only_channels", nodes, inits, {"input": ["N", 3, 8, 8]},
+                        {"output": ["N", 10]})
     return proto, gone
 
 
@@ -315,7 +311,7 @@ def test_compensation_keeps_the_expected_output_of_a_bn_relu_layer(tmp_path):
     input is exactly N(bias, |w|^2), which the BN's running statistics state; so the pruned
     model's mean output must equal the original's mean output (onnxruntime, sampled), and
     the uncompensated one's must not."""
-    from onnx import TensorProto, helper
+    from onnx import helper
 
     rng = np.random.default_rng(3)
     w1 = rng.standard_normal((8, 3, 1, 1)).astype(np.float32)
@@ -329,12 +325,8 @@ def test_compensation_keeps_the_expected_output_of_a_bn_relu_layer(tmp_path):
                               epsilon=1e-9),
              helper.make_node("Relu", ["n"], ["r"]),
              helper.make_node("Conv", ["r", "w2"], ["output"])]
-    graph = helper.make_graph(
-        nodes, "expected", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 4, 4])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 4, 4, 4])],
-        [numpy_helper.from_array(v, k) for k, v in inits.items()])
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    proto.ir_version = 8
+    proto = float_model("expected", nodes, [numpy_helper.from_array(v, k) for k, v in inits.items()],
+                        {"input": ["N", 3, 4, 4]}, {"output": ["N", 4, 4, 4]})
     path = tmp_path / "model.onnx"
     onnx.save(proto, path)
     x = rng.standard_normal((2000, 3, 4, 4)).astype(np.float32)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from conftest import ort_run
-from onnx import TensorProto, helper, numpy_helper
+from conftest import float_model, ort_run
+from onnx import helper, numpy_helper
 
 import hwcompile
 from hwcompile.frontend import import_onnx
@@ -37,13 +37,7 @@ def conv_dense_model(outlier: float = 1.0) -> onnx.ModelProto:
              helper.make_node("Gemm", ["f", "fw", "fb"], ["g"], transB=1),
              helper.make_node("Relu", ["g"], ["gr"]),
              helper.make_node("Reshape", ["gr", "shape"], ["y"])]
-    graph = helper.make_graph(nodes, "conv_dense",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 5])],
-                              inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model
+    return float_model("conv_dense", nodes, inits, {"x": ["N", 3, 8, 8]}, {"y": ["N", 2, 5]})
 
 
 def _requant_reference(acc: np.ndarray, requant: dict, zp_out: int, low: int, axis_shape):

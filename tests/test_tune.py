@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from conftest import conv_bn_model, ort_run
+from conftest import conv_bn_model, float_model, ort_run
 from onnx import numpy_helper
 
 import hwcompile
@@ -268,7 +268,7 @@ def test_output_channels_padded_to_whole_registers(tmp_path):
     """Convs with 13 and 7 output channels (no multiple of any vector width) compute on
     zero-padded filters, the extra channels sliced away: same values as onnxruntime."""
     import tvm
-    from onnx import TensorProto, helper
+    from onnx import helper
 
     from hwcompile.tune.channel_padding import pad_output_channels
 
@@ -279,12 +279,7 @@ def test_output_channels_padded_to_whole_registers(tmp_path):
     nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], strides=[2, 2]),
              helper.make_node("Relu", ["c1"], ["r1"]),
              helper.make_node("Conv", ["r1", "w2"], ["y"])]
-    graph = helper.make_graph(nodes, "odd_channels",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 9, 9])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 7, 5, 5])],
-                              inits)
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    proto.ir_version = 8
+    proto = float_model("odd_channels", nodes, inits, {"x": ["N", 3, 9, 9]}, {"y": ["N", 7, 5, 5]})
 
     padded = pad_output_channels(16)(import_onnx(proto).bound_module())
     convs = []
