@@ -71,9 +71,8 @@ def _float16_to_bfloat16(mod: tvm.IRModule) -> tvm.IRModule:
             param = new
         params.append(param)
     body = mutator.visit_expr(func.body)
-    new_func = relax.Function(params, body, attrs=func.attrs)
-    out = tvm.IRModule({**{g: f for g, f in mod.functions_items()}, mod.get_global_var("main"): new_func})
-    return relax.transform.Normalize()(out)
+    mutator.builder_.update_func(mod.get_global_var("main"), relax.Function(params, body, attrs=func.attrs))
+    return relax.transform.Normalize()(mutator.builder_.get())
 
 
 def _output_specs(mod: tvm.IRModule, old: list[TensorSpec]) -> list[TensorSpec]:
