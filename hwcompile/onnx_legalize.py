@@ -151,6 +151,16 @@ def _add_const(model: onnx.ModelProto, info: _Info, base: str, value: np.ndarray
     return name
 
 
+def _pad_leading_ones(model: onnx.ModelProto, info: _Info, shape: str, count: int, label: str,
+                      nodes: list[onnx.NodeProto]) -> str:
+    """A 1-D shape tensor ``shape`` with ``count`` leading 1s (a Concat appended to
+    ``nodes``): the shape broadcast against one of higher rank."""
+    ones = _add_const(model, info, "expand_pad", np.ones(count, dtype=np.int64))
+    padded = info.fresh(f"{shape}_padded")
+    nodes.append(helper.make_node("Concat", [ones, shape], [padded], axis=0, name=info.fresh(label)))
+    return padded
+
+
 def _attr(node: onnx.NodeProto, name: str, default=None):
     for a in node.attribute:
         if a.name == name:
@@ -352,12 +362,7 @@ def expand_runtime_shape(model: onnx.ModelProto, info: _Info) -> int:
         new_nodes = []
         shape_p = shape
         if n > k:
-            ones = _add_const(model, info, "expand_pad", np.ones(n - k, dtype=np.int64))
-            shape_p = info.fresh(f"{shape}_padded")
-            new_nodes.append(
-                helper.make_node("Concat", [ones, shape], [shape_p], axis=0,
-                                 name=info.fresh("expand_pad_shape"))
-            )
+            shape_p = _pad_leading_ones(model, info, shape, n - k, "expand_pad_shape", new_nodes)
         if all(d is not None for d in x_shape):
             xs_p = _add_const(
                 model, info, f"{x}_shape", np.array([1] * (n - r) + x_shape, dtype=np.int64)
@@ -367,12 +372,7 @@ def expand_runtime_shape(model: onnx.ModelProto, info: _Info) -> int:
             new_nodes.append(helper.make_node("Shape", [x], [xs], name=info.fresh("expand_x")))
             xs_p = xs
             if n > r:
-                ones = _add_const(model, info, "expand_pad", np.ones(n - r, dtype=np.int64))
-                xs_p = info.fresh(f"{x}_shape_padded")
-                new_nodes.append(
-                    helper.make_node("Concat", [ones, xs], [xs_p], axis=0,
-                                     name=info.fresh("expand_pad_x"))
-                )
+                xs_p = _pad_leading_ones(model, info, xs, n - r, "expand_pad_x", new_nodes)
         one = _add_const(model, info, "expand_one", np.array(1, dtype=np.int64))
         is_one = info.fresh(f"{shape}_is_one")
         target = info.fresh(f"{shape}_broadcast")
