@@ -76,6 +76,14 @@ class Model:
     def replace(self, **changes: Any) -> Model:
         return dataclasses.replace(self, **changes)
 
+    def module_with_main(self, main: relax.Function) -> tvm.IRModule:
+        """``mod`` with ``main`` replaced; every other function (the PrimFuncs the importer
+        emits for pad, clip, tile ...) is kept, since ``main`` may call them."""
+        mod = tvm.IRModule(dict(self.mod.functions_items()), attrs=self.mod.attrs,
+                           global_infos=self.mod.global_infos)
+        mod["main"] = main
+        return mod
+
     @property
     def param_vars(self) -> list[relax.Var]:
         """The weight parameters of ``main`` (everything after the inputs)."""
@@ -92,6 +100,7 @@ class Model:
     def bound_module(self, keep: Collection[str] = ()) -> tvm.IRModule:
         """The module with every weight bound as a constant (what a target builds), except
         the weights named in ``keep``, which stay parameters of ``main`` in their order."""
-        binding = {name: tvm.runtime.tensor(np.ascontiguousarray(a))
+        # np.require, not ascontiguousarray: that turns a 0-d weight into shape (1,)
+        binding = {name: tvm.runtime.tensor(np.require(a, requirements="C"))
                    for name, a in self.params.items() if name not in keep}
         return relax.transform.BindParams("main", binding)(self.mod)

@@ -107,7 +107,7 @@ class RebuildContext:
     # --- building the new graph ------------------------------------------------------
     def param(self, name: str, value: np.ndarray) -> relax.Var:
         """A (new or replaced) weight parameter named ``name`` holding ``value``."""
-        value = np.ascontiguousarray(value)
+        value = np.require(value, requirements="C")
         var = relax.Var(name, relax.TensorType(list(value.shape), str(value.dtype)))
         self._param_vars[name] = var
         self._param_values[name] = value
@@ -173,7 +173,6 @@ def rebuild(model: Model, rewrite: RewriteFn) -> Model:
     used = set(free_vars(func.body))
     kept = [v for v in ctx._param_vars.values() if v in used]
     func = relax.Function(inputs + kept, func.body, result.ty, True, old_main.attrs)
-    mod = tvm.IRModule({"main": func})
-    mod = relax.transform.Normalize()(mod)
+    mod = relax.transform.Normalize()(model.module_with_main(func))
     params = {v.name: ctx._param_values[v.name] for v in kept}
     return model.replace(mod=mod, params=params)

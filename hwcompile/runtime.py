@@ -81,7 +81,7 @@ class CompiledModel:
                 if isinstance(dim, str) and symbols.setdefault(dim, size) != size:
                     raise InputError(f"input '{spec.name}': dimension {dim}={size} contradicts "
                                      f"{dim}={symbols[dim]} of another input")
-            arrays.append(np.ascontiguousarray(array))
+            arrays.append(np.require(array, requirements="C"))  # keeps 0-d arrays 0-d
         return arrays
 
     def to_device(self, feeds: Mapping[str, Any]) -> list[Any]:

@@ -26,7 +26,7 @@ def exposed(model: Model, positions: Sequence[int]) -> Model:
     body = relax.SeqExpr(func.body.blocks, relax.Tuple(fields))
     new = relax.Function(func.params, body, relax.TupleType([f.ty for f in fields]), True,
                          func.attrs)
-    return model.replace(mod=tvm.IRModule({"main": new}))
+    return model.replace(mod=model.module_with_main(new))
 
 
 def host_target() -> tvm.target.Target:
@@ -42,7 +42,7 @@ class Runner:
         self._vm = relax.VirtualMachine(executable, tvm.cpu())
 
     def __call__(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
-        args = [tvm.runtime.tensor(np.ascontiguousarray(feed[n])) for n in self.names]
+        args = [tvm.runtime.tensor(np.require(feed[n], requirements="C")) for n in self.names]
         result = self._vm["main"](*args)
         if isinstance(result, tvm.runtime.Tensor):
             return [result.numpy()]
