@@ -159,7 +159,11 @@ def rebuild(model: Model, rewrite: RewriteFn) -> Model:
         new_value = rewrite(ctx, binding)
         if new_value is None:
             new_value = ctx.arg(binding.value)
-        if isinstance(new_value, relax.Var) and isinstance(binding.var, relax.DataflowVar):
+        if isinstance(binding, relax.MatchCast):  # it defines symbolic dims: keep the cast
+            cast = ctx.bb.match_cast(new_value, binding.ty, name_hint=binding.var.name)
+            ctx._var_map[binding.var] = (cast if isinstance(binding.var, relax.DataflowVar)
+                                         else ctx.bb.emit_output(cast))
+        elif isinstance(new_value, relax.Var) and isinstance(binding.var, relax.DataflowVar):
             ctx._var_map[binding.var] = new_value  # an alias: no binding needed
         elif isinstance(binding.var, relax.DataflowVar):
             ctx._var_map[binding.var] = ctx.bb.emit(new_value, name_hint=binding.var.name)

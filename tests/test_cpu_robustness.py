@@ -43,3 +43,21 @@ def test_importer_primfuncs_survive_the_passes(tmp_path, mode):
     model = float_model("pad_conv", nodes, [pads, w, *bounds], {"x": [1, 3, 8, 8]},
                         {"y": [1, 4, 9, 9]}, opset=11)
     _compile_and_compare(tmp_path, model, _rng_inputs({"x": (1, 3, 8, 8)}))
+
+
+def test_symbolic_shapes_from_a_shape_input(tmp_path):
+    """Expand to a shape given at run time: the importer binds the output's dims with a
+    match_cast, which the folding passes must re-emit as a cast (was: PrimExpr
+    ``4 * x_0 * x_1 * x_2`` has not been computed)."""
+    nodes = [helper.make_node("Expand", ["x", "shape"], ["y"])]
+    model = float_model("expand", nodes, [], {"x": [1, 3, 1]}, {"y": [None, None, None]})
+    model.graph.input.append(helper.make_tensor_value_info("shape", 7, [2]))
+    x = _rng_inputs({"x": (1, 3, 1)})["x"]
+    for shape in ([3, 1], [1, 4]):
+        art = tmp_path / f"art{shape[1]}"
+        path = tmp_path / "model.onnx"
+        path.write_bytes(model.SerializeToString())
+        hwcompile.compile(str(path), target="cpu", output=art)
+        feeds = {"x": x, "shape": np.array(shape, np.int64)}
+        got = hwcompile.load(art).run(feeds)["y"]
+        np.testing.assert_array_equal(got, ort_run(model, feeds)[0])
