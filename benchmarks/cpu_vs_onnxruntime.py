@@ -22,9 +22,10 @@ import numpy as np
 import onnx
 
 import hwcompile
-from hwcompile.bench import random_inputs, set_threads, summarize, time_calls
+from hwcompile.bench import set_threads, summarize, time_calls
 from hwcompile.frontend import import_onnx
 from hwcompile.graph import total_macs
+from hwcompile.inputs import random_inputs
 from hwcompile.models import zoo
 from hwcompile.models.digits import ensure_digits_model
 

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cpu_vs_onnxruntime import machine, models
 
 import hwcompile
-from hwcompile.bench import random_inputs
+from hwcompile.inputs import random_inputs
 
 MIXED = "fold-constants,fold-batchnorm,dce,mixed-precision"
 

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 import hwcompile
-from hwcompile.bench import random_inputs, set_threads, summarize, time_calls
+from hwcompile.bench import set_threads, summarize, time_calls
+from hwcompile.inputs import random_inputs
 from hwcompile.models import zoo
 from hwcompile.models.digits import ensure_digits_model, load_split
 

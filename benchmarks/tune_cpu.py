@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cpu_vs_onnxruntime import machine, models
 
 import hwcompile
-from hwcompile.bench import random_inputs, set_threads, summarize, time_calls
+from hwcompile.bench import set_threads, summarize, time_calls
+from hwcompile.inputs import random_inputs
 from hwcompile.tune.budget import Budget, parse_duration
 
 

@@ -66,7 +66,7 @@ else()
   set(hwcompile_RUNTIME_FOUND TRUE)
 endif()
 
-# cpu:<arch> for a cross toolchain's processor (the triples targets/cpu.py knows; its armv7
+# cpu:<arch> for a cross toolchain's processor (the triples targets/cpu/target.py knows; its armv7
 # target uses the hard-float ABI Debian's gnueabihf toolchain links).
 function(_hwcompile_target_spec spec out)
   if(spec STREQUAL "cpu" AND CMAKE_CROSSCOMPILING)

@@ -9,8 +9,6 @@ from typing import Any
 
 import numpy as np
 
-from .model import TensorSpec
-
 
 def set_threads(threads: int | None) -> int:
     """Size TVM's worker pool (all cores when None); return the thread count in use.
@@ -23,21 +21,6 @@ def set_threads(threads: int | None) -> int:
 
     tvm.get_global_func("runtime.config_threadpool")(0, int(threads or physical_cores()))
     return tvm.get_global_func("runtime.NumThreads")()
-
-
-def random_inputs(specs: list[TensorSpec], seed: int = 0, batch: int = 1) -> dict[str, np.ndarray]:
-    """Seeded random inputs; symbolic dimensions take ``batch``."""
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for spec in specs:
-        shape = tuple(d if isinstance(d, int) else batch for d in spec.shape)
-        if spec.dtype.startswith("float"):
-            feeds[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
-        elif spec.dtype == "bool":
-            feeds[spec.name] = rng.integers(0, 2, shape).astype(bool)
-        else:
-            feeds[spec.name] = rng.integers(0, 10, shape).astype(spec.dtype)
-    return feeds
 
 
 def time_calls(fn: Callable[[], Any], repeat: int, warmup: int) -> np.ndarray:
@@ -61,15 +44,15 @@ def summarize(times: np.ndarray) -> dict[str, float]:
 
 def bench_artifact(art_dir: str | Path, repeat: int = 50, warmup: int = 5,
                    threads: int | None = None, input_path: str | None = None) -> dict[str, Any]:
-    from .cli import _load_inputs
     from .errors import InputError
+    from .inputs import load_inputs, random_inputs
     from .runtime import load
 
     if repeat < 1 or warmup < 0:
         raise InputError("--repeat must be ≥ 1 and --warmup ≥ 0")
     model = load(art_dir)
     used_threads = set_threads(threads)
-    feeds = _load_inputs(input_path, model.inputs) or random_inputs(model.inputs)
+    feeds = load_inputs(input_path, model.inputs) or random_inputs(model.inputs)
     device_inputs = model.to_device(feeds)
     times = time_calls(lambda: model.invoke(device_inputs), repeat, warmup)
     stats = {"artifact": str(art_dir), "threads": used_threads, "warmup": warmup,

@@ -8,44 +8,19 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
-from .errors import HwcompileError, InputError
-
-
-def _progress(message: str) -> None:
-    print(f"[hwcompile {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def _load_inputs(path: str | None, spec_inputs) -> dict:
-    """Inputs from a .npz (keyed by name) or a .npy (the single/first input)."""
-    import numpy as np
-
-    if path is None:
-        return {}
-    file = Path(path)
-    if not file.is_file():
-        raise InputError(f"{file}: no such input file")
-    try:
-        data = np.load(file, allow_pickle=False)
-    except Exception as err:
-        raise InputError(f"{file}: not a .npy/.npz file ({err})") from None
-    if isinstance(data, np.ndarray):
-        if len(spec_inputs) != 1:
-            raise InputError(f"{file}: a .npy holds one array, the model takes "
-                             f"{len(spec_inputs)} inputs; use a .npz keyed by input name")
-        return {spec_inputs[0].name: data}
-    return {key: data[key] for key in data.files}
+from .errors import HwcompileError
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
     from .driver import compile as compile_model
     from .frontend import parse_input_shapes
+    from .progress import say
 
     compile_model(args.model, target=args.target, output=args.output, passes=args.passes,
                   input_shapes=parse_input_shapes(args.input_shape or []),
-                  calibration=args.calibration, dump_ir=args.dump_ir, progress=_progress,
+                  calibration=args.calibration, dump_ir=args.dump_ir, progress=say,
                   emit=args.emit or (), emit_options=_emit_options(args), db=args.db)
     return 0
 
@@ -59,10 +34,11 @@ def _emit_options(args: argparse.Namespace) -> dict:
 def cmd_run(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from .inputs import load_inputs
     from .runtime import load
 
     model = load(args.artifact)
-    outputs = model.run(_load_inputs(args.input, model.inputs))
+    outputs = model.run(load_inputs(args.input, model.inputs))
     np.savez(args.output, **outputs)
     for name, value in outputs.items():
         print(f"{name}: shape {value.shape} {value.dtype} -> {args.output}")
@@ -76,7 +52,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     device = rpc_device(args)
     if device is not None:  # on a remote board through the RPC tracker
         from .artifact import read_metadata
-        from .bench import random_inputs
+        from .inputs import random_inputs
         from .model import TensorSpec
         from .tune.rpc import bench_remote
 
@@ -137,6 +113,7 @@ def cmd_targets(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .target import target_commands
     from .tune.cli import add_rpc_arguments
     from .tune.cli import register as register_tune
 
@@ -195,20 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("targets", help="list the registered targets")
     p.add_argument("--tags", action="store_true", help="also list TVM's target tags")
     p.set_defaults(func=cmd_targets)
-    _register_vta(sub)
+    for add_commands in target_commands():  # e.g. hwcompile vta
+        add_commands(sub)
     register_tune(sub)
     from hwcompile.passes.prune.cli import register as register_prune
 
     register_prune(sub)
     return parser
-
-
-def _register_vta(sub) -> None:
-    try:
-        from hwcompile.targets.vta.cli import register
-    except ImportError:
-        return
-    register(sub)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,8 @@
 """Targets: what a named target publishes to passes, and how a spec string finds one.
 
-A target turns a Model into built files. It publishes ``Constraints`` that passes read
-(they never ask which target they compile for). Targets register under a name with
+A target turns a Model into built files. The ``Target`` class below is the whole contract
+between the core and a target. A target publishes ``Constraints`` that passes read (they
+never ask which target they compile for). Targets register under a name with
 ``@register_target("name")``; third-party packages add them through the
 ``hwcompile.targets`` entry-point group. A spec is ``name`` or ``name:argument``
 (``cpu``, ``cpu:aarch64``), a JSON TVM target (``{"kind": "llvm", ...}``) or a TVM tag.
@@ -53,17 +54,43 @@ class BuildResult:
 
 
 class Target:
-    """Base class. Subclasses set ``name``, ``device`` and ``constraints`` and build."""
+    """The target contract: everything the core asks of a target is here, so a new target
+    is one package (a ``Target`` subclass and a ``@register_target`` factory) plus, outside
+    this repository, an entry point in the ``hwcompile.targets`` group.
+
+    Every target provides
+      ``name``, ``device``  its registry name; the TVM device kind its library runs on;
+      ``constraints``       what passes may read (``Constraints``);
+      ``build(model, out_dir) -> BuildResult``  its files in the artifact's staging
+                            directory; tunable targets also take ``db=`` (a tuning database);
+      ``describe()``        what metadata.json records about it (extend the base's dict);
+      ``runtime_hook``      ``"module:function"`` the runtime calls as ``fn(art_dir, metadata)``
+                            before loading the library, for libraries that call back into
+                            Python (an accelerator driver); None for plain libraries.
+    A target TVM compiles kernels for can be tuned (``hwcompile tune``, ``compile --db``); it
+    provides
+      ``tvm_target``        the ``tvm.target.Target`` kernels are built for (None: not tunable);
+      ``relax_pipeline(db)``  the Relax pipeline ``build`` compiles with (the C-library
+                            emitter lowers with it too);
+      ``tunable_module(mod)``  the fused, legalized module tuning tasks are cut from: the
+                            kernels ``relax_pipeline`` builds, so database records apply;
+      ``tensor_intrinsics``  the ``tvm.s_tir.tensor_intrin`` family its schedules may use;
+    and where it has heuristic default schedules
+      ``default_schedule(kernel)``  the traced default schedule of a kernel (an IRModule with
+                            ``main``), recorded as the tuner's baseline; None: none;
+      ``keeps_default(kernel)``  True for kernels tuning must leave to the default schedule
+                            (its search space cannot express what the default does).
+    Target-specific commands (``hwcompile vta ...``) register with ``@register_commands``.
+    """
 
     name = "target"
-    device = "cpu"  # TVM device kind the library runs on
+    device = "cpu"
     constraints = Constraints()
-    # "module:function" the runtime calls as fn(art_dir, metadata) before loading the
-    # library, for targets whose library calls back into Python (an accelerator driver).
     runtime_hook: str | None = None
+    tvm_target: Any = None
+    tensor_intrinsics: str | None = None
 
     def describe(self) -> dict[str, Any]:
-        """What metadata.json records about this target."""
         info = {"name": self.name, "device": self.device, "constraints": self.constraints.to_json()}
         if self.runtime_hook:
             info["runtime_hook"] = self.runtime_hook
@@ -71,6 +98,18 @@ class Target:
 
     def build(self, model: Model, out_dir: Path) -> BuildResult:
         raise NotImplementedError
+
+    def relax_pipeline(self, db: str | Path | None = None) -> Any:
+        raise NotImplementedError
+
+    def tunable_module(self, mod: Any) -> Any:
+        raise NotImplementedError
+
+    def default_schedule(self, kernel: Any) -> Any | None:
+        return None
+
+    def keeps_default(self, kernel: Any) -> bool:
+        return False
 
 
 TargetFactory = Callable[[str | None], Target]
@@ -86,6 +125,22 @@ def register_target(name: str) -> Callable[[TargetFactory], TargetFactory]:
         return factory
 
     return decorate
+
+
+CommandsAdder = Callable[[Any], Any]
+_COMMANDS: list[CommandsAdder] = []
+
+
+def register_commands(add: CommandsAdder) -> CommandsAdder:
+    """Decorator on a target's ``add(subparsers)`` that adds its own ``hwcompile`` commands."""
+    _COMMANDS.append(add)
+    return add
+
+
+def target_commands() -> list[CommandsAdder]:
+    """The registered targets' command adders (loading the targets first)."""
+    registered_targets()
+    return list(_COMMANDS)
 
 
 def registered_targets() -> dict[str, TargetFactory]:

@@ -7,10 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from .bench import random_inputs
-from .cli import _load_inputs
 from .errors import InputError
 from .frontend import load_onnx
+from .inputs import load_inputs, random_inputs
 from .runtime import load
 
 
@@ -28,7 +27,7 @@ def verify(onnx_path: str | Path, art_dir: str | Path, input_path: str | None = 
     """Per-output max abs/rel error and top-1 agreement of artifact vs onnxruntime."""
     load_onnx(onnx_path)  # clear error for a bad model file before anything else
     model = load(art_dir)
-    feeds = _load_inputs(input_path, model.inputs) or random_inputs(model.inputs, seed=seed)
+    feeds = load_inputs(input_path, model.inputs) or random_inputs(model.inputs, seed=seed)
     ours = model.run(feeds)
     try:
         reference = onnxruntime_outputs(onnx_path, feeds)

@@ -47,6 +47,7 @@ def _tunable_passes() -> list[tvm.transform.Pass]:
 class CudaTarget(Target):
     name = "cuda"
     device = "cuda"
+    tensor_intrinsics = "cuda"
 
     def __init__(self, tvm_target: tvm.target.Target, spec: str):
         # A generic x86-64/host-triple CPU for the host side (VM glue, kernel launches): the
@@ -67,7 +68,10 @@ class CudaTarget(Target):
         with self.tvm_target:
             return tvm.transform.Sequential(_tunable_passes())(mod)
 
-    def _pipeline(self, database: Any) -> tvm.transform.Pass:
+    def relax_pipeline(self, db: str | Path | None = None) -> tvm.transform.Pass:
+        """dlight's default GPU schedules; tuned schedules from ``db`` where recorded."""
+        database = open_database(db, self.tvm_target, create=False) if db else None
+
         @tvm.transform.module_pass(opt_level=0, name="HwcompileCudaPipeline")
         def _run(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
             scheduling = [_dlight_rules()]
@@ -85,10 +89,10 @@ class CudaTarget(Target):
         return _run
 
     def build(self, model: Model, out_dir: Path, db: str | Path | None = None) -> BuildResult:
-        database = open_database(db, self.tvm_target, create=False) if db else None
+        pipeline = self.relax_pipeline(db)
         try:
             executable = tvm.compile(model.bound_module(), self.tvm_target,
-                                     relax_pipeline=self._pipeline(database))
+                                     relax_pipeline=pipeline)
         except Exception as err:  # nvcc missing or rejecting the arch: say which
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise TargetError(f"CUDA build for {self.arch} failed: {first}") from None

@@ -7,7 +7,7 @@ import pytest
 from conftest import ort_run
 
 import hwcompile
-from hwcompile.bench import random_inputs
+from hwcompile.inputs import random_inputs
 from hwcompile.models import zoo
 
 ZOO_CASES = ["mlp", "depthwise_grouped_cnn", "concat_split_reshape_transpose", "prune_testbed"]

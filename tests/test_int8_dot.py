@@ -16,8 +16,8 @@ import hwcompile
 from hwcompile.frontend import import_onnx
 from hwcompile.pipeline import PassContext, parse_spec, run_pipeline
 from hwcompile.target import resolve_target
-from hwcompile.tune.int8_dot import MADD_256, MADD_512, VNNI, int8_dot_product
-from hwcompile.tune.pipeline import cpu_pipeline
+from hwcompile.targets.cpu.int8_dot import MADD_256, MADD_512, VNNI, int8_dot_product
+from hwcompile.targets.cpu.pipeline import cpu_pipeline
 
 
 def cpu(mcpu: str) -> str:

@@ -239,7 +239,7 @@ def test_unreachable_bound_still_writes_the_artifact(tmp_path):
 
 @pytest.mark.slow
 def test_depthwise_and_grouped_convs_track_float(tmp_path):
-    from hwcompile.bench import random_inputs
+    from hwcompile.inputs import random_inputs
     from hwcompile.models import zoo
 
     proto = zoo.depthwise_grouped_cnn()

@@ -9,7 +9,7 @@ from conftest import ort_run
 from onnx import numpy_helper
 
 import hwcompile
-from hwcompile.bench import random_inputs
+from hwcompile.inputs import random_inputs
 from hwcompile.models import zoo
 from hwcompile.sparse_weights import compact_worthy, read, write
 

@@ -60,7 +60,8 @@ def test_default_schedules_cover_conv_and_dense():
     import tvm
     from tvm.s_tir import Schedule
 
-    from hwcompile.tune.defaults import iter_kinds, schedule_func
+    from hwcompile.targets.cpu.defaults import schedule_func
+    from hwcompile.tune.kernels import iter_kinds
 
     target = resolve_target("cpu")
     mod = target.tunable_module(import_onnx(conv_bn_model(batch=1)).bound_module())
@@ -249,7 +250,7 @@ def test_default_schedules_with_a_dynamic_batch(tmp_path):
     """A symbolic batch stays an outer loop: kernels are still tiled, any batch runs."""
     import tvm
 
-    from hwcompile.tune.defaults import schedule_func
+    from hwcompile.targets.cpu.defaults import schedule_func
 
     proto = conv_bn_model()  # batch "N"
     target = resolve_target("cpu")
@@ -270,7 +271,7 @@ def test_output_channels_padded_to_whole_registers(tmp_path):
     import tvm
     from onnx import helper
 
-    from hwcompile.tune.channel_padding import pad_output_channels
+    from hwcompile.targets.cpu.channel_padding import pad_output_channels
 
     rng = np.random.default_rng(5)
     inits = [numpy_helper.from_array(rng.standard_normal((13, 3, 3, 3)).astype(np.float32), "w1"),

@@ -32,11 +32,7 @@ class MemoryPlan:
 def lower(mod: tvm.IRModule, target: Any, db: str | Path | None = None) -> tvm.IRModule:
     """The module after the Relax pipeline the CPU target builds with (same kernels, same
     tuning records), so the C library computes what the artifact's model.so computes."""
-    from hwcompile.tune.database import open_database
-    from hwcompile.tune.pipeline import cpu_pipeline
-
-    database = open_database(db, target.tvm_target, create=False) if db else None
-    pipeline = cpu_pipeline(target.tvm_target, target.constraints.channel_multiple, database)
+    pipeline = target.relax_pipeline(db)
     with target.tvm_target:
         return pipeline(mod)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from hwcompile.errors import TargetError
 
 RUNTIME_LIBS = ("tvm_runtime", "tvm_ffi")
-# Debian's cross toolchains, by the triples targets/cpu.py produces.
+# Debian's cross toolchains, by the triples targets/cpu/target.py produces.
 _CROSS_PREFIX = {
     "aarch64-linux-gnu": "aarch64-linux-gnu-",
     "armv7a-linux-gnueabihf": "arm-linux-gnueabihf-",

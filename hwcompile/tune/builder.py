@@ -19,13 +19,14 @@ from tvm.s_tir.meta_schedule.builder import BuilderInput, BuilderResult, PyBuild
 from tvm.support.popen_pool import PopenWorker
 
 
-def _warm_up(intrinsics: str) -> None:
+def _warm_up(intrinsics: str | None) -> None:
     """Worker initializer: pay the imports once per worker process."""
     import tvm.s_tir.transform  # noqa: F401
 
     from hwcompile.tune.intrinsics import register_for
 
-    register_for(intrinsics)
+    if intrinsics:
+        register_for(intrinsics)
 
 
 def _build_candidate(mod: object, target: object) -> str:
@@ -43,9 +44,10 @@ def _build_candidate(mod: object, target: object) -> str:
 
 @derived_object
 class WarmBuilder(PyBuilder):
-    """Build candidates on ``workers`` warm processes, each build limited to ``timeout_s``."""
+    """Build candidates on ``workers`` warm processes, each build limited to ``timeout_s``;
+    ``intrinsics``: the tensor-intrinsic family the candidates may use (``register_for``)."""
 
-    def __init__(self, workers: int = 2, timeout_s: float = 60.0, intrinsics: str = "x86"):
+    def __init__(self, workers: int = 2, timeout_s: float = 60.0, intrinsics: str | None = None):
         super().__init__()
         self.timeout_s = timeout_s
         self._idle: Queue[PopenWorker] = Queue()

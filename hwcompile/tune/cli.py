@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
-import time
 
 DEFAULT_TRIALS = 64
 
@@ -27,14 +25,11 @@ def rpc_device(args: argparse.Namespace):  # -> RpcDevice | None
     return RpcDevice.parse(args.rpc_tracker, args.rpc_key)
 
 
-def _say(message: str) -> None:
-    print(f"[hwcompile {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
 def cmd_tune(args: argparse.Namespace) -> int:
     from hwcompile.driver import DEFAULT_PASSES
     from hwcompile.frontend import import_onnx, parse_input_shapes
     from hwcompile.pipeline import PassContext, parse_spec, run_pipeline
+    from hwcompile.progress import say
     from hwcompile.target import resolve_target
 
     from .budget import Budget, parse_duration
@@ -48,8 +43,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     model = import_onnx(args.model, input_shapes=parse_input_shapes(args.input_shape or []))
     # The same passes as `compile`, so the tuned kernels are the ones compile will build.
     model, _ = run_pipeline(model, parse_spec(DEFAULT_PASSES if args.passes is None else args.passes),
-                            PassContext(constraints=target.constraints, progress=_say))
-    report = tune_model(model, target, args.db, budget, rpc=rpc, progress=_say)
+                            PassContext(constraints=target.constraints, progress=say))
+    report = tune_model(model, target, args.db, budget, rpc=rpc, progress=say)
     print(f"tuned {len(report.tasks)} tasks: {report.valid}/{report.trials} valid trials in "
           f"{report.seconds:.0f} s{' (stopped by --tune-time)' if report.stopped_for_time else ''}; "
           f"database {args.db}")

@@ -14,13 +14,13 @@ from tvm.s_tir.analysis import estimate_tir_flops
 
 from hwcompile.errors import TuningError
 from hwcompile.model import Model
+from hwcompile.target import Target
 
 from .budget import Budget, ProgressAndDeadline, TuneReport
 from .builder import WarmBuilder
 from .database import open_database
-from .defaults import iter_kinds
-from .int8_dot import DotProduct, dot_block, int8_dot_product
-from .intrinsics import family, register_for
+from .intrinsics import register_for
+from .kernels import reduction_blocks
 from .rpc import RpcDevice, check_tracker
 from .runner import make_runner
 from .seed import seed_default_schedules
@@ -43,30 +43,26 @@ def _task_logger(db_dir: str | Path, index: int, task: Any) -> logging.Logger:
     return logger
 
 
-def _is_tunable(task: Any, dot: DotProduct | None) -> bool:
-    """Kernels with a reduction (conv, matmul, pooling); elementwise ones keep the defaults,
-    and so do int8 convs the default schedule runs on the CPU's int8 dot product
-    (MetaSchedule's search space has no schedule with that instruction: it could only find
-    slower ones)."""
-    sch = Schedule(task.dispatched[0])
-    reductions = [block for block in sch.get_child_blocks(sch.get_sblock("root"))
-                  if "R" in iter_kinds(sch, block)]
-    return bool(reductions) and not (dot and any(dot_block(sch, b, dot) for b in reductions))
+def _is_tunable(task: Any, target: Target) -> bool:
+    """Kernels with a reduction (conv, matmul, pooling) that the target does not keep on its
+    default schedule; elementwise ones keep the defaults."""
+    kernel = task.dispatched[0]
+    return bool(reduction_blocks(Schedule(kernel))) and not target.keeps_default(kernel)
 
 
-def tune_model(model: Model, target: Any, db_dir: str | Path, budget: Budget,
+def tune_model(model: Model, target: Target, db_dir: str | Path, budget: Budget,
                rpc: RpcDevice | None = None, build_timeout_s: float = 60.0,
                progress: Callable[[str], None] | None = None, seed: int = 0,
                seed_defaults: bool = True) -> TuneReport:
-    """Tune ``model``'s kernels for ``target`` (a hwcompile Target with ``tvm_target`` and
-    ``tunable_module``; ``default_schedule_lanes`` when it has heuristic defaults) and add
-    the records to the database in ``db_dir``. ``seed_defaults`` measures and records the
-    heuristic default schedules first, so the database never picks a slower kernel."""
+    """Tune ``model``'s kernels for ``target`` (a tunable Target, see hwcompile/target.py)
+    and add the records to the database in ``db_dir``. ``seed_defaults`` measures and
+    records the target's default schedules first, so the database never picks a slower
+    kernel."""
     from tvm.s_tir import meta_schedule as ms
 
     say = progress or (lambda message: None)
     budget.check()
-    if not hasattr(target, "tunable_module"):
+    if target.tvm_target is None:
         raise TuningError(f"target '{target.name}' has no tunable kernels")
     if rpc is not None:
         check_tracker(rpc)
@@ -78,19 +74,19 @@ def tune_model(model: Model, target: Any, db_dir: str | Path, budget: Budget,
     tvm_target = target.tvm_target
     database = open_database(db_dir, tvm_target, create=True)
     mod = target.tunable_module(model.bound_module())
-    dot = int8_dot_product(tvm_target)
-    extracted = [t for t in ms.relax_integration.extract_tasks(mod, tvm_target) if _is_tunable(t, dot)]
+    extracted = [t for t in ms.relax_integration.extract_tasks(mod, tvm_target)
+                 if _is_tunable(t, target)]
     if not extracted:
         raise TuningError("the model has no kernel to tune: none with a reduction (conv, matmul, "
-                          "pooling) that does not already run on int8 dot-product instructions")
+                          "pooling) that the target does not keep on its default schedule")
     # Biggest kernels first: when the time budget runs out, they matter most.
     extracted.sort(key=lambda t: -estimate_tir_flops(t.dispatched[0]) * t.weight)
     names = [t.task_name for t in extracted]
     say(f"{len(extracted)} tasks to tune: {', '.join(names)}")
     cores = int(tvm_target.attrs.get("num-cores", 1)) if tvm_target.kind.name == "llvm" else 1
-    lanes = getattr(target, "default_schedule_lanes", 0)
-    intrinsics = family(tvm_target)
-    register_for(intrinsics)  # before TuneContext, whose own import would load them all
+    intrinsics = target.tensor_intrinsics
+    if intrinsics:
+        register_for(intrinsics)  # before TuneContext, whose own import would load them all
     # A smaller population than MetaSchedule's default (512 × 4 generations): on two cores
     # the search itself would otherwise take longer than measuring.
     strategy = ms.search_strategy.EvolutionarySearch(population_size=256, genetic_num_iters=2)
@@ -106,9 +102,8 @@ def tune_model(model: Model, target: Any, db_dir: str | Path, budget: Budget,
     builder = WarmBuilder(workers=max(1, cores), timeout_s=build_timeout_s, intrinsics=intrinsics)
     runner = make_runner(rpc)
     try:
-        if lanes and seed_defaults:  # the heuristic defaults as measured baseline records
-            defaults = seed_default_schedules(extracted, database, builder, runner, tvm_target,
-                                              lanes, say)
+        if seed_defaults:  # the target's default schedules as measured baseline records
+            defaults = seed_default_schedules(extracted, database, builder, runner, target, say)
             for name, seconds in defaults.items():
                 say(f"default schedule of {name}: {seconds * 1e3:.4f} ms")
                 callback.stats[names.index(name)].default_s = seconds

@@ -6,9 +6,9 @@ import argparse
 
 
 def cmd_prune_sensitivity(args: argparse.Namespace) -> int:
-    from hwcompile.cli import _progress
     from hwcompile.errors import InputError
     from hwcompile.frontend import import_onnx, parse_input_shapes
+    from hwcompile.progress import say
 
     from . import data
     from .sensitivity import sensitivity
@@ -21,7 +21,7 @@ def cmd_prune_sensitivity(args: argparse.Namespace) -> int:
     model = import_onnx(args.model, input_shapes=parse_input_shapes(args.input_shape or []))
     x, labels = data.load(args.data, model, "prune-sensitivity")
     result = sensitivity(model, x[:args.samples], None if labels is None else labels[:args.samples],
-                         ratios, args.criterion, progress=_progress)
+                         ratios, args.criterion, progress=say)
     print(result.table())
     if args.plot:
         print(f"plot: {result.plot(args.plot)}")

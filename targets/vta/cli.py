@@ -1,4 +1,4 @@
-"""``hwcompile vta ...`` sub-commands (registered by the main CLI)."""
+"""``hwcompile vta ...`` sub-commands (registered with the target registry)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,13 @@ import argparse
 from pathlib import Path
 
 from hwcompile.errors import VTAError
+from hwcompile.target import register_commands
 
 from .config import load_config, shipped_configs
 from .disasm import disassemble
 
 
+@register_commands
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``vta`` command (with ``disasm``) to an argparse subparsers object."""
     vta = subparsers.add_parser("vta", help="VTA accelerator tools")

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from hwcompile.errors import VTAError
 
+from .isa import UOP_BITS, layouts
+
 CONFIG_DIR = Path(__file__).parent / "configs"
 
 TARGETS = ("sim", "tsim", "pynq", "ultra96", "zcu104", "de10nano", "intelfocl")
@@ -45,9 +47,6 @@ LOG_FIELDS = (
 )
 REQUIRED_FIELDS = ("TARGET", "HW_VER", *LOG_FIELDS)
 BOARD_FIELDS = ("FPGA_DEVICE", "CLOCK_MHZ", "AXI_WIDTH")
-
-UOP_BITS = 32
-INSN_BITS = 128
 
 
 @dataclass(frozen=True)
@@ -254,10 +253,7 @@ def _check_derived(cfg: VTAConfig, source: str) -> None:
         raise VTAError(f"{source}: micro-op fields need {uop_bits} bits (dst {cfg.log_acc_depth}"
                        f" + src {cfg.log_inp_depth} + wgt {cfg.log_wgt_depth}) but a uop has "
                        f"{UOP_BITS}; shrink LOG_ACC/INP/WGT_BUFF_SIZE")
-    # The instruction layouts themselves are checked in isa (they must fit 128 bits).
-    from .isa import layouts  # local import: isa depends on this module
-
-    layouts(cfg, source)
+    layouts(cfg, source)  # the instruction layouts must fit their 128 bits
 
 
 def load_config(name_or_path: str | Path = "sim") -> VTAConfig:

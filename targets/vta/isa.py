@@ -13,14 +13,17 @@ import dataclasses
 from dataclasses import dataclass
 from enum import IntEnum
 from functools import cache
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 from hwcompile.errors import VTAError
 
-from .config import INSN_BITS, UOP_BITS, VTAConfig
+if TYPE_CHECKING:  # config validates its layouts with this module
+    from .config import VTAConfig
 
+INSN_BITS = 128  # an instruction; a micro-op is one 32-bit word
+UOP_BITS = 32
 INSN_BYTES = INSN_BITS // 8
 
 # Fixed widths from hw_spec_const.h.

@@ -17,6 +17,7 @@ from hwcompile.errors import TargetError, VTAError
 from hwcompile.model import Model
 from hwcompile.target import BuildResult, Constraints, QuantScheme, Target, register_target
 
+from . import cli  # noqa: F401  (registers `hwcompile vta`)
 from .config import VTAConfig, load_config
 from .cycle_model import estimate
 from .lower import default_plan, lower

@@ -13,8 +13,9 @@ import tvm
 from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 
-from .defaults import HeuristicCpuSchedule, cpu_layout
+from .defaults import HeuristicCpuSchedule
 from .int8_dot import int8_dot_product
+from .layout import cpu_layout
 
 
 def tunable_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:

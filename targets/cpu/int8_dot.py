@@ -30,7 +30,7 @@ import tvm
 from tvm.s_tir import Schedule, TensorIntrin
 from tvm.script import tirx as T
 
-from .intrinsics import cpu_has
+from .features import cpu_has
 
 
 @dataclass(frozen=True)

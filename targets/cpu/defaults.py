@@ -1,7 +1,7 @@
 """Untuned default CPU schedules: one fast heuristic per kernel kind, no measurement.
 
 TVM's legalized kernels are plain scalar loop nests (no threads, no SIMD), ~20× slower
-than onnxruntime here. Convolutions are first switched to NHWC/HWIO (``cpu_layout``), so
+than onnxruntime here. Convolutions are first switched to NHWC/HWIO (``layout.py``), so
 every conv, dense and pooling kernel has its output channels innermost and contiguous.
 Then, per PrimFunc:
 
@@ -26,44 +26,17 @@ from __future__ import annotations
 import math
 
 import tvm
-from tvm import relax, tirx
+from tvm import tirx
 from tvm.ir import IRModule
 from tvm.s_tir import Schedule
 from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.schedule import ScheduleError
 
-from .channel_padding import pad_output_channels
-from .int8_dot import DotProduct, dot_block, int8_dot_product, intrinsic, pack_weights
-from .integer_graph import integer_graph_passes, pad_through_permute
-from .intrinsics import cpu_has
+from hwcompile.tune.kernels import iter_kinds, reduction_blocks
+
+from .int8_dot import DotProduct, dot_block, intrinsic, pack_weights
 
 _SCHEDULED = "tirx.is_scheduled"
-
-
-def simd_floats(target: tvm.target.Target) -> int:
-    """float32 lanes of the target CPU's widest vector unit (16 for AVX-512, 8 for AVX/AVX2,
-    4 for SSE, NEON and anything LLVM cannot tell about)."""
-    return 16 if cpu_has(target, "avx512f") else 8 if cpu_has(target, "avx") else 4
-
-
-def cpu_layout(target: tvm.target.Target) -> tvm.transform.Pass:
-    """Convolutions in NHWC with HWIO weights: output channels become the SIMD axis.
-    Grouped and depthwise convolutions stay NCHW: legalized in NHWC their channel index
-    arithmetic defeats the tile (measured 2.5× slower here), in NCHW they vectorize on width.
-    Around it, the integer-graph rewrites of ``integer_graph.py`` (uint8 conv operands
-    where the CPU's int8 dot product wants them) and output channels padded to whole
-    vector registers (``channel_padding.py``)."""
-
-    def desired(call: relax.Call) -> dict[str, list[str]]:  # called for every op call
-        if call.op.name != "relax.nn.conv2d":
-            return {}
-        dense = int(call.attrs.groups) == 1
-        return {"relax.nn.conv2d": ["NHWC", "HWIO"] if dense else ["NCHW", "OIHW"]}
-
-    return tvm.transform.Sequential([*integer_graph_passes(int8_dot_product(target)),
-                                     pad_output_channels(simd_floats(target)),
-                                     relax.transform.ConvertLayout({}, layout_cb=desired),
-                                     pad_through_permute], name="CpuLayout")
 
 
 # Below this much work (multiply-adds, or elements for elementwise kernels) a kernel runs
@@ -81,12 +54,6 @@ def _work(extents: list[int | None]) -> int:
 def _divisor(extent: int, choices: tuple[int, ...]) -> int:
     """The first of ``choices`` that divides ``extent`` (1 if none does)."""
     return next((c for c in choices if extent % c == 0), 1)
-
-
-def iter_kinds(sch: Schedule, block: tvm.s_tir.schedule.SBlockRV) -> list[str]:
-    """Per block iterator: "S" spatial, "R" reduction, "O" anything else."""
-    return ["S" if iv.iter_type == 0 else "R" if iv.iter_type == 2 else "O"
-            for iv in sch.get(block).iter_vars]
 
 
 def _loop_extents(sch: Schedule, loops: list) -> list[int | None]:
@@ -236,8 +203,7 @@ def heuristic_schedule(mod: IRModule, lanes: int, dot: DotProduct | None = None)
     its trace is what the tuner records as the baseline candidate."""
     sch = Schedule(mod)
     root = sch.get_sblock("root")
-    blocks = sch.get_child_blocks(root)
-    reductions = [b for b in blocks if "R" in iter_kinds(sch, b)]
+    reductions = reduction_blocks(sch)
     if len(reductions) > 1:
         return None  # softmax-like chains: leave them to TVM's defaults
     tensorize = None

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import tvm
+from tvm.s_tir import Schedule
 
 from hwcompile.errors import TargetError
 from hwcompile.model import Model
@@ -17,8 +18,12 @@ from hwcompile.sparse_weights import SPARSE_FILE, compact_worthy
 from hwcompile.sparse_weights import write as write_sparse
 from hwcompile.target import BuildResult, Constraints, Target, register_target
 from hwcompile.tune.database import open_database
-from hwcompile.tune.defaults import simd_floats
-from hwcompile.tune.pipeline import cpu_pipeline, tunable_module
+from hwcompile.tune.kernels import reduction_blocks
+
+from .defaults import heuristic_schedule
+from .features import intrinsics_family, simd_floats
+from .int8_dot import dot_block, int8_dot_product
+from .pipeline import cpu_pipeline, tunable_module
 
 # Short names for common cross triples; anything else is taken as a full LLVM triple.
 _TRIPLES = {
@@ -62,18 +67,40 @@ class CpuTarget(Target):
 
     @property
     def default_schedule_lanes(self) -> int:
-        """SIMD lanes the heuristic default schedules use (the tuner seeds them)."""
+        """SIMD lanes the heuristic default schedules use."""
         return self.constraints.channel_multiple
 
+    @property
+    def tensor_intrinsics(self) -> str:
+        return intrinsics_family(self.tvm_target)
+
+    def relax_pipeline(self, db: str | Path | None = None,
+                       stats: dict[str, int] | None = None) -> tvm.transform.Pass:
+        """Heuristic default schedules everywhere; tuned schedules from ``db`` where recorded
+        (``stats["tuned_kernels"]``: how many). See pipeline.py."""
+        database = open_database(db, self.tvm_target, create=False) if db else None
+        return cpu_pipeline(self.tvm_target, self.default_schedule_lanes, database, stats)
+
     def tunable_module(self, mod: tvm.IRModule) -> tvm.IRModule:
-        """The fused, legalized module tuning tasks are extracted from (see tune/pipeline.py)."""
+        """The fused, legalized module tuning tasks are extracted from (see pipeline.py)."""
         return tunable_module(mod, self.tvm_target)
 
+    def default_schedule(self, kernel: tvm.IRModule) -> Schedule | None:
+        return heuristic_schedule(kernel, self.default_schedule_lanes,
+                                  int8_dot_product(self.tvm_target))
+
+    def keeps_default(self, kernel: tvm.IRModule) -> bool:
+        """int8 convs the default schedule runs on the CPU's integer dot product: the
+        tuner's search space has no schedule with that instruction, only slower ones."""
+        dot = int8_dot_product(self.tvm_target)
+        if dot is None:
+            return False
+        sch = Schedule(kernel)
+        return any(dot_block(sch, block, dot) for block in reduction_blocks(sch))
+
     def build(self, model: Model, out_dir: Path, db: str | Path | None = None) -> BuildResult:
-        # Heuristic default schedules everywhere; tuned schedules from ``db`` where recorded.
-        database = open_database(db, self.tvm_target, create=False) if db else None
         stats: dict[str, int] = {}
-        pipeline = cpu_pipeline(self.tvm_target, self.default_schedule_lanes, database, stats)
+        pipeline = self.relax_pipeline(db, stats)
         # Mostly-zero weights (after sparsify) go into a compact file, not the library.
         sparse = [] if self.cross else compact_worthy(model.params)
         executable = tvm.compile(model.bound_module(keep=sparse), self.tvm_target,

@@ -1,0 +1,12 @@
+"""The CPU target through LLVM (see README.md). Modules, one job each:
+
+- ``target``: ``CpuTarget``, spec parsing (host, cross triples, JSON, tags), build;
+- ``features``: what the CPU has (LLVM feature checks, vector width, intrinsics family);
+- ``pipeline``: the Relax pipeline compile and tune share; ``layout``: NHWC convolutions;
+- ``defaults``: heuristic default schedules; ``int8_dot``: int8 convs on dot products;
+- ``integer_graph``: rewrites of the quantized graph; ``channel_padding``: whole registers.
+"""
+
+from .target import CpuTarget, cpu_target, host_target
+
+__all__ = ["CpuTarget", "cpu_target", "host_target"]
