@@ -26,8 +26,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 def _emit_options(args: argparse.Namespace) -> dict:
-    """Options of --emit c-library (only those given, so the emitter's defaults apply)."""
-    return {key: value for key, value in (("name", args.c_name), ("weights", args.weights))
+    """Options of --emit (only those given, so the emitters' defaults apply)."""
+    return {key: value for key, value in (("name", args.c_name), ("weights", args.weights),
+                                          ("checks", args.c_checks or None))
             if value is not None}
 
 
@@ -129,11 +130,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fix a symbolic input shape (repeatable)")
     p.add_argument("--calibration", help="calibration data: .npz or a directory of them")
     p.add_argument("--dump-ir", metavar="DIR", help="write the Relax IR after each pass")
-    p.add_argument("--emit", action="append", choices=["c-library"],
-                   help="also write a C header, static and shared library (see examples/embed_c)")
+    p.add_argument("--emit", action="append", choices=["c-library", "c-standalone"],
+                   help="also write a C library over the TVM runtime (c-library) or plain C99 "
+                        "needing no runtime, for microcontrollers (c-standalone); see "
+                        "examples/embed_c")
     p.add_argument("--c-name", help="C identifier prefix of the C API (default: the model name)")
     p.add_argument("--weights", choices=["embedded", "file"],
                    help="c-library weights: inside the library (default) or a separate file")
+    p.add_argument("--c-checks", action="store_true",
+                   help="c-standalone: keep the kernels' argument checks (larger code)")
     p.add_argument("--db", metavar="DIR", help="apply a tuning database (from hwcompile tune)")
     p.set_defaults(func=cmd_compile)
 

@@ -50,7 +50,24 @@ def _tensor_info(spec: TensorSpec, offset: int = 0) -> str:
             f"{spec.nbytes}u, {offset}u}}")
 
 
-def _io_macros(prefix: str, kind: str, specs: Sequence[TensorSpec]) -> list[str]:
+# Status codes every hwcompile model returns (C API and runtime-free C alike); guarded, so
+# the headers of several models can be included together.
+STATUS_CODES = (
+    "/* Status codes every hwcompile model returns. */",
+    "#ifndef HWCOMPILE_STATUS_CODES",
+    "#define HWCOMPILE_STATUS_CODES",
+    "#define HWC_OK 0",
+    "#define HWC_ERR_ARGUMENT 1     /* a NULL model, array or buffer */",
+    "#define HWC_ERR_INPUT_COUNT 2  /* num_inputs differs from <NAME>_NUM_INPUTS */",
+    "#define HWC_ERR_OUTPUT_COUNT 3 /* num_outputs differs from <NAME>_NUM_OUTPUTS */",
+    "#define HWC_ERR_WEIGHTS 4      /* weights file missing, unreadable, or from another build */",
+    "#define HWC_ERR_RUNTIME 5      /* the runtime or a kernel check failed: <name>_last_error */",
+    "#define HWC_ERR_NO_MEMORY 6",
+    "#endif",
+)
+
+
+def io_macros(prefix: str, kind: str, specs: Sequence[TensorSpec]) -> list[str]:
     lines = [f"#define {prefix}_NUM_{kind}S {len(specs)}"]
     for i, spec in enumerate(specs):
         base = f"{prefix}_{kind}{i}"
@@ -81,21 +98,11 @@ def render_header(name: str, inputs: Sequence[TensorSpec], outputs: Sequence[Ten
         "",
         "#include <stddef.h>",
         "",
-        "/* Status codes every hwcompile model returns. */",
-        "#ifndef HWCOMPILE_STATUS_CODES",
-        "#define HWCOMPILE_STATUS_CODES",
-        "#define HWC_OK 0",
-        "#define HWC_ERR_ARGUMENT 1     /* a NULL model, array or buffer */",
-        "#define HWC_ERR_INPUT_COUNT 2  /* num_inputs differs from <NAME>_NUM_INPUTS */",
-        "#define HWC_ERR_OUTPUT_COUNT 3 /* num_outputs differs from <NAME>_NUM_OUTPUTS */",
-        "#define HWC_ERR_WEIGHTS 4      /* weights file missing, unreadable, or from another build */",
-        "#define HWC_ERR_RUNTIME 5      /* the TVM runtime failed (see <name>_last_error) */",
-        "#define HWC_ERR_NO_MEMORY 6",
-        "#endif",
+        *STATUS_CODES,
         "",
         "/* Inputs and outputs: names, dtypes, shapes and bytes of one tensor. */",
-        *_io_macros(up, "INPUT", inputs),
-        *_io_macros(up, "OUTPUT", outputs),
+        *io_macros(up, "INPUT", inputs),
+        *io_macros(up, "OUTPUT", outputs),
         f"#define {up}_IO_BYTES {io_bytes}",
         "",
         "/* Memory known before deployment (bytes). */",

@@ -1,0 +1,99 @@
+"""One static arena for a run: the planned storages and the kernels' workspaces, packed by
+lifetime.
+
+Relax's memory planner reuses a storage once its tensors are dead, but every storage it
+keeps is a separate allocation. Here each storage (an arena *block*) lives from the first
+to the last kernel step that touches a tensor in it, and each step's workspace (what its
+kernel asks ``TVMBackendAllocWorkspace`` for, freed before it returns) lives during that
+step only. Blocks whose lifetimes overlap must not overlap in memory; the rest may. The
+packing is greedy, largest first, each at the lowest aligned offset that fits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .kernels import Kernel
+from .schedule import ARENA, Schedule
+
+ALIGN = 16  # every block and workspace allocation starts at a multiple of this
+
+
+def _round(nbytes: int) -> int:
+    return -(-nbytes // ALIGN) * ALIGN
+
+
+@dataclass(frozen=True)
+class Interval:
+    key: tuple[str, int]       # ("block", n) or ("workspace", step)
+    nbytes: int
+    first: int                 # first and last step using it (len(steps): the output copies)
+    last: int
+
+
+@dataclass(frozen=True)
+class Arena:
+    size: int
+    offsets: dict[tuple[str, int], int]
+    intervals: tuple[Interval, ...]
+
+    def block(self, index: int) -> int:
+        return self.offsets[("block", index)]
+
+    def workspace(self, step: int) -> tuple[int, int]:
+        """(offset, bytes) of a step's workspace; (0, 0) when its kernel needs none."""
+        for interval in self.intervals:
+            if interval.key == ("workspace", step):
+                return self.offsets[interval.key], interval.nbytes
+        return 0, 0
+
+    @property
+    def storage_bytes(self) -> int:
+        """Sum of the blocks, as separate allocations (what the arena packing saves from)."""
+        return sum(i.nbytes for i in self.intervals if i.key[0] == "block")
+
+
+def workspace_bytes(kernel: Kernel) -> int:
+    """A kernel's workspace: every allocation at once (TVM frees them in reverse order, so
+    the sum is an upper bound on what is live), each rounded to ALIGN."""
+    return sum(_round(n) for n in kernel.workspace)
+
+
+def intervals(schedule: Schedule, kernels: dict[str, Kernel]) -> list[Interval]:
+    uses: dict[int, list[int]] = {}
+    for step_number, step in enumerate(schedule.steps):
+        for arg in step.args:
+            tensor = schedule.tensors[arg]
+            if tensor.where == ARENA:
+                uses.setdefault(tensor.index, []).append(step_number)
+    for copy in schedule.copies:
+        tensor = schedule.tensors[copy.source]
+        if tensor.where == ARENA:
+            uses.setdefault(tensor.index, []).append(len(schedule.steps))
+    found = [Interval(("block", block), _round(schedule.blocks[block]), min(steps), max(steps))
+             for block, steps in sorted(uses.items())]
+    for step_number, step in enumerate(schedule.steps):
+        nbytes = workspace_bytes(kernels[step.kernel])
+        if nbytes:
+            found.append(Interval(("workspace", step_number), nbytes, step_number, step_number))
+    return found
+
+
+def pack(items: list[Interval]) -> Arena:
+    """Offsets for ``items`` (greedy by size, then first use); the arena's size."""
+    placed: list[tuple[int, Interval]] = []
+    for item in sorted(items, key=lambda i: (-i.nbytes, i.first, i.key)):
+        busy = sorted((offset, other.nbytes) for offset, other in placed
+                      if other.first <= item.last and item.first <= other.last)
+        offset = 0
+        for start, nbytes in busy:
+            if offset + item.nbytes <= start:
+                break
+            offset = max(offset, start + nbytes)
+        placed.append((offset, item))
+    size = max((offset + item.nbytes for offset, item in placed), default=0)
+    return Arena(size, {item.key: offset for offset, item in placed}, tuple(items))
+
+
+def plan_arena(schedule: Schedule, kernels: dict[str, Kernel]) -> Arena:
+    return pack(intervals(schedule, kernels))
