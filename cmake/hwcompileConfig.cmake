@@ -1,12 +1,16 @@
 # find_package(hwcompile): compile models at build time and link them into C/C++ targets.
 #
 #   hwcompile_add_model(<name> MODEL net.onnx [TARGET cpu] [PASSES p1 p2 ...] [DB dir]
-#                       [WEIGHTS embedded|file] [OPTIONS extra compile options ...])
+#                       [WEIGHTS embedded|file] [EMIT c-library|c-standalone] [CHECKS]
+#                       [OPTIONS extra compile options ...])
 #
-# defines the library target <name> (static archive, linked whole-archive automatically,
-# with the TVM runtime) and the header <name>.h. The model is recompiled only when the
-# model file changes. With a cross toolchain file (cmake/toolchains/), TARGET cpu compiles
-# for CMAKE_SYSTEM_PROCESSOR.
+# EMIT c-library (the default) defines the library target <name> (static archive, linked
+# whole-archive automatically, with the TVM runtime) and the header <name>.h. With a cross
+# toolchain file (cmake/toolchains/), TARGET cpu compiles for CMAKE_SYSTEM_PROCESSOR.
+# EMIT c-standalone defines <name> as a plain static library built from the generated C99
+# sources by this project's C compiler: no TVM runtime, no C++, so a bare-metal toolchain
+# (cmake/toolchains/arm-none-eabi.cmake, CMAKE_SYSTEM_NAME Generic) builds it; CHECKS keeps
+# the kernels' argument checks. The model is recompiled only when the model file changes.
 #
 # Cache variables:
 #   HWCOMPILE_PYTHON            the Python that has hwcompile installed
@@ -35,13 +39,23 @@ if(NOT _hwcompile_rc EQUAL 0)
 endif()
 include("${_hwcompile_info}")
 
+# A bare-metal system (no operating system, CMAKE_SYSTEM_NAME Generic) has no TVM runtime
+# and may have no C++ library: only EMIT c-standalone models.
+set(_hwcompile_bare_metal FALSE)
+if(CMAKE_SYSTEM_NAME STREQUAL "Generic")
+  set(_hwcompile_bare_metal TRUE)
+endif()
+
 get_property(_hwcompile_languages GLOBAL PROPERTY ENABLED_LANGUAGES)
-if(NOT "CXX" IN_LIST _hwcompile_languages)
+if(NOT "CXX" IN_LIST _hwcompile_languages AND NOT _hwcompile_bare_metal)
   enable_language(CXX)  # the model glue is C++: its runtime library links every consumer
 endif()
 
 set(hwcompile_RUNTIME_FOUND FALSE)
-if(CMAKE_CROSSCOMPILING AND NOT HWCOMPILE_TVM_RUNTIME_DIR)
+if(_hwcompile_bare_metal)
+  message(STATUS "hwcompile: bare-metal build (${CMAKE_SYSTEM_PROCESSOR}): EMIT c-standalone "
+                 "models only")
+elseif(CMAKE_CROSSCOMPILING AND NOT HWCOMPILE_TVM_RUNTIME_DIR)
   message(STATUS "hwcompile: cross compiling for ${CMAKE_SYSTEM_PROCESSOR} without a TVM "
                  "runtime for it: model libraries build, applications cannot link "
                  "(set HWCOMPILE_TVM_RUNTIME_DIR)")
@@ -82,7 +96,7 @@ function(_hwcompile_target_spec spec out)
 endfunction()
 
 function(hwcompile_add_model name)
-  cmake_parse_arguments(PARSE_ARGV 1 ARG "" "MODEL;TARGET;DB;WEIGHTS" "PASSES;OPTIONS")
+  cmake_parse_arguments(PARSE_ARGV 1 ARG "CHECKS" "MODEL;TARGET;DB;WEIGHTS;EMIT" "PASSES;OPTIONS")
   if(ARG_UNPARSED_ARGUMENTS)
     message(FATAL_ERROR "hwcompile_add_model(${name}): unknown arguments ${ARG_UNPARSED_ARGUMENTS}")
   endif()
@@ -96,6 +110,21 @@ function(hwcompile_add_model name)
   get_filename_component(model "${ARG_MODEL}" ABSOLUTE BASE_DIR "${CMAKE_CURRENT_SOURCE_DIR}")
   if(NOT ARG_TARGET)
     set(ARG_TARGET cpu)
+  endif()
+  if(NOT ARG_EMIT)
+    set(ARG_EMIT c-library)
+  endif()
+  if(ARG_EMIT STREQUAL "c-standalone")
+    # Portable C: the artifact's own library (the reference it is checked against) stays a
+    # build for this host.
+    _hwcompile_add_standalone(${name} "${model}" "${ARG_TARGET}")
+    return()
+  elseif(NOT ARG_EMIT STREQUAL "c-library")
+    message(FATAL_ERROR "hwcompile_add_model(${name}): EMIT ${ARG_EMIT} is unknown; use "
+                        "c-library or c-standalone")
+  elseif(_hwcompile_bare_metal)
+    message(FATAL_ERROR "hwcompile_add_model(${name}): a bare-metal build has no TVM runtime "
+                        "for EMIT c-library; use EMIT c-standalone")
   endif()
   _hwcompile_target_spec("${ARG_TARGET}" spec)
 
@@ -139,6 +168,45 @@ function(hwcompile_add_model name)
     target_link_libraries(${name} INTERFACE hwcompile::tvm_runtime)
   endif()
   set_property(TARGET ${name} PROPERTY HWCOMPILE_ARTIFACT "${art}")
+endfunction()
+
+# hwcompile_add_model(... EMIT c-standalone): the generated C99 sources as a static library.
+# Reads the caller's ARG_* (a macro-like helper called from hwcompile_add_model).
+function(_hwcompile_add_standalone name model spec)
+  get_property(languages GLOBAL PROPERTY ENABLED_LANGUAGES)
+  if(NOT "C" IN_LIST languages)
+    message(FATAL_ERROR "hwcompile_add_model(${name}): EMIT c-standalone builds C sources; "
+                        "enable C in project()")
+  endif()
+  if(ARG_WEIGHTS AND NOT ARG_WEIGHTS STREQUAL "embedded")
+    message(FATAL_ERROR "hwcompile_add_model(${name}): EMIT c-standalone keeps the weights as "
+                        "const arrays (flash); WEIGHTS ${ARG_WEIGHTS} is for EMIT c-library")
+  endif()
+  set(art "${CMAKE_CURRENT_BINARY_DIR}/${name}.hwc")
+  set(src "${art}/standalone/src")
+  set(args "${model}" --target "${spec}" --output "${art}" --emit c-standalone --c-name "${name}")
+  if(ARG_PASSES)
+    list(JOIN ARG_PASSES "," passes)
+    list(APPEND args --passes "${passes}")
+  endif()
+  if(ARG_CHECKS)
+    list(APPEND args --c-checks)
+  endif()
+  set(outputs "${art}/metadata.json" "${art}/standalone/include/${name}.h" "${src}/${name}.c"
+              "${src}/${name}_weights.c")
+  add_custom_command(
+    OUTPUT ${outputs}
+    COMMAND "${HWCOMPILE_PYTHON}" -m hwcompile.cli compile ${args} ${ARG_OPTIONS}
+    DEPENDS "${model}"
+    COMMENT "hwcompile: compiling ${name} (runtime-free C) from ${ARG_MODEL}"
+    VERBATIM)
+  add_library(${name} STATIC "${src}/${name}.c" "${src}/${name}_weights.c")
+  target_include_directories(${name} PUBLIC "${art}/standalone/include")
+  set_target_properties(${name} PROPERTIES C_STANDARD 99 C_STANDARD_REQUIRED ON
+                        C_EXTENSIONS OFF HWCOMPILE_ARTIFACT "${art}")
+  if(NOT MSVC)
+    target_link_libraries(${name} PUBLIC m)  # <math.h> routines some kernels call
+  endif()
 endfunction()
 
 set(hwcompile_FOUND TRUE)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -336,3 +337,35 @@ def test_digits_on_cortex_m_under_qemu(which, core, count, float_art, int8_art, 
     if which == "int8":  # below TFLite Micro's framework (~10 KB on a Cortex-M3) + weights
         total = overhead + fig.get("flash", "kernels") + fig.get("flash", "weights")
         assert total < 10 * 1024 + model.macro("WEIGHT_BYTES"), total
+
+
+# ---- CMake: a plain static library a bare-metal toolchain builds -----------------------
+
+@needs_qemu
+@pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake not installed")
+def test_cmake_builds_a_bare_metal_program_that_runs_under_qemu(digits_onnx, tmp_path):
+    from hwcompile.embed.standalone.kernels import _MATH
+
+    build = tmp_path / "build"
+    configure = subprocess.run(
+        ["cmake", "-S", str(ROOT / "examples/embed_c/mcu"), "-B", str(build),
+         f"-Dhwcompile_DIR={ROOT / 'cmake'}", f"-DHWCOMPILE_PYTHON={sys.executable}",
+         f"-DCMAKE_TOOLCHAIN_FILE={ROOT / 'cmake/toolchains/arm-none-eabi.cmake'}",
+         "-DHWCOMPILE_CORTEX_M=cortex-m4f", f"-DHWCOMPILE_DIGITS_ONNX={digits_onnx}"],
+        capture_output=True, text=True, check=False)
+    assert configure.returncode == 0, configure.stderr[-3000:]
+    assert "bare-metal build (arm): EMIT c-standalone models only" in configure.stdout
+    done = subprocess.run(["cmake", "--build", str(build)], capture_output=True, text=True,
+                          check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    library = build / "libdigits.a"
+    listing = subprocess.run(["arm-none-eabi-nm", "-g", str(library)], capture_output=True,
+                             text=True, check=True).stdout
+    symbols = [line.split() for line in listing.splitlines() if " " in line.strip()]
+    undefined = {s[-1] for s in symbols if s[0] == "U"}
+    defined = {s[-1] for s in symbols if len(s) == 3}
+    assert undefined - defined <= _MATH | LIBC
+    assert {"digits_run", "digits_arena"} <= defined
+    ctest = subprocess.run(["ctest", "--test-dir", str(build), "--output-on-failure"],
+                           capture_output=True, text=True, check=False)
+    assert ctest.returncode == 0 and "100% tests passed" in ctest.stdout, ctest.stdout[-3000:]
