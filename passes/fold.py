@@ -17,8 +17,11 @@ _FOLDABLE_CALLS = ("relax.permute_dims", "relax.reshape", "relax.squeeze", "rela
                    "relax.transpose", "relax.flatten", "relax.broadcast_to")
 
 
-def _evaluate(expr: relax.Expr) -> np.ndarray:
-    """Value of an expression whose operands are all constants (Relax's own folder)."""
+def _evaluate(expr: relax.Expr) -> np.ndarray | None:
+    """Value of an expression whose operands are all constants (Relax's own folder), or
+    None when that folder leaves it unevaluated (TVM 0.27's FoldConstant does not fold
+    e.g. ``astype`` of a 0-d tensor, such as the Cast of a scalar zero point that
+    MatMulInteger's converter emits); such an expression simply stays in the graph."""
     bb = relax.BlockBuilder()
     with bb.function("main", []):
         with bb.dataflow():
@@ -26,9 +29,7 @@ def _evaluate(expr: relax.Expr) -> np.ndarray:
         bb.emit_func_output(out)
     folded = relax.transform.FoldConstant()(bb.get())["main"].body
     value = folded.blocks[0].bindings[-1].value if folded.blocks else folded.body
-    if not isinstance(value, tvm.ir.Constant):
-        raise TypeError("expression did not fold to a constant")
-    return value.value.numpy()
+    return value.value.numpy() if isinstance(value, tvm.ir.Constant) else None
 
 
 @register_pass("fold-constants")
@@ -54,6 +55,8 @@ def fold_constants(model: Model, ctx: PassContext) -> Model:
         consts = {v: relax.const(folded[v][1] if v in folded else rc.weight(v)) for v in operands}
         result = _evaluate(relax.Call(value.op, [consts.get(a, a) for a in value.args],
                                       value.attrs, value.ty_args))
+        if result is None:
+            return None
         name = rc.unique_name(f"{'+'.join(dict.fromkeys(sources))}.{op.rsplit('.', 1)[-1]}")
         folded[binding.var] = (name, result)
         return rc.param(name, result)
