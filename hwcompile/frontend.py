@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from onnx import shape_inference
 
 from .errors import InputError, ModelLoadError, UnsupportedOpError
 from .model import Dim, Model, TensorSpec, shape_of
+from .onnx_rewrite.graph import subgraphs
 
 # Many of the importer's converters start at opset 13; older models are upgraded to it when
 # a node would otherwise be converted with a newer opset's semantics.
@@ -80,10 +83,16 @@ def check_supported(proto: onnx.ModelProto, source: str) -> None:
     """Raise one error listing every operator (with its nodes) the importer lacks."""
     supported = _supported_ops()
     missing: dict[str, list[str]] = {}
-    for index, node in enumerate(proto.graph.node):
-        op = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
-        if node.domain not in ("", "ai.onnx") or op not in supported:
-            missing.setdefault(op, []).append(node.name or f"#{index}")
+
+    def visit(graph: onnx.GraphProto, where: str) -> None:
+        for index, node in enumerate(graph.node):
+            op = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
+            if node.domain not in ("", "ai.onnx") or op not in supported:
+                missing.setdefault(op, []).append(node.name or f"{where}#{index}")
+            for sub in subgraphs(node):  # branches of an If decided at run time
+                visit(sub, f"{node.name or node.op_type}/")
+
+    visit(proto.graph, "")
     if missing:
         listing = "; ".join(f"{op} (nodes: {', '.join(names[:5])}"
                             f"{', …' if len(names) > 5 else ''})" for op, names in missing.items())
@@ -116,6 +125,28 @@ def _drop_initializer_inputs(proto: onnx.ModelProto) -> None:
     proto.ir_version = max(proto.ir_version, 4)
 
 
+def _symbolic_dims(proto: onnx.ModelProto) -> None:
+    """Exporters write an unknown dim as -1 (paddle2onnx), 0 or a dim without a name; each
+    becomes a named symbolic dim on the inputs (unique: unnamed dims are independent) and an
+    unknown one elsewhere, as ONNX means them. (TVM's importer would read -1 as a size.)"""
+    taken = {d.dim_param for vi in proto.graph.input
+             for d in vi.type.tensor_type.shape.dim if d.dim_param}
+    for vi in _graph_inputs(proto):
+        for i, dim in enumerate(vi.type.tensor_type.shape.dim):
+            if dim.dim_param or (dim.HasField("dim_value") and dim.dim_value > 0):
+                continue
+            name, k = f"{vi.name}_d{i}", 1
+            while name in taken:
+                name, k = f"{vi.name}_d{i}_{k}", k + 1
+            taken.add(name)
+            dim.Clear()
+            dim.dim_param = name
+    for vi in list(proto.graph.output) + list(proto.graph.value_info):
+        for dim in vi.type.tensor_type.shape.dim:
+            if dim.HasField("dim_value") and dim.dim_value < 1:
+                dim.Clear()
+
+
 def _fix_input_shapes(proto: onnx.ModelProto, shapes: Mapping[str, tuple[int, ...]], source: str) -> None:
     inputs = {vi.name: vi for vi in _graph_inputs(proto)}
     for name, shape in shapes.items():
@@ -132,6 +163,17 @@ def _fix_input_shapes(proto: onnx.ModelProto, shapes: Mapping[str, tuple[int, ..
                                  f"contradicts the model's fixed shape {_value_spec(inputs[name]).shape}")
             dim.Clear()
             dim.dim_value = size
+
+
+def _symbolic_hint(inputs: list[TensorSpec]) -> str:
+    """What may help when the importer fails on a model with symbolic input dims: shape
+    computations only fold once the inputs are fixed."""
+    symbolic = [f"{s.name}={'x'.join(map(str, s.shape))}" for s in inputs
+                if any(not isinstance(d, int) for d in s.shape)]
+    if not symbolic:
+        return ""
+    return (f" (the inputs have symbolic dims: {', '.join(symbolic)}; fixing them with "
+            "--input-shape lets hwcompile compute the model's shape arithmetic at compile time)")
 
 
 def _needs_upgrade(proto: onnx.ModelProto) -> bool:
@@ -200,7 +242,8 @@ def import_onnx(
     from tvm import relax
     from tvm.relax.frontend.onnx import from_onnx
 
-    from .onnx_legalize import legalize
+    from .onnx_rewrite import prepare
+    from .onnx_rewrite.importer_gaps import legalize
 
     if isinstance(model, onnx.ModelProto):
         proto, source = onnx.ModelProto(), name or model.graph.name or "model"
@@ -213,9 +256,10 @@ def import_onnx(
     except onnx.checker.ValidationError as err:
         raise ModelLoadError(f"{source}: invalid ONNX model: {_first_line(err)}") from None
     _drop_initializer_inputs(proto)
+    _symbolic_dims(proto)
     _fix_input_shapes(proto, input_shapes or {}, source)
-    # Legalization knows each opset's semantics, so it runs on the model's own opset.
-    proto = legalize(proto, input_shapes=input_shapes)
+    # The rewrites know each opset's semantics, so they run on the model's own opset.
+    proto = legalize(prepare(proto, source), input_shapes=input_shapes)
     proto, upgraded_from = _upgrade_opset(proto, source)
     _structural_initializers_to_constants(proto)
     try:
@@ -226,9 +270,12 @@ def import_onnx(
     inputs = [_value_spec(vi) for vi in _graph_inputs(proto)]
     output_names = [vi.name for vi in proto.graph.output]
     try:
-        mod = from_onnx(proto, keep_params_in_input=True)
+        # the importer prints its failures to stdout; the error raised below says it once
+        with contextlib.redirect_stdout(io.StringIO()):
+            mod = from_onnx(proto, keep_params_in_input=True)
     except Exception as err:
-        raise UnsupportedOpError(f"{source}: the Relax importer failed: {_first_line(err)}") from None
+        raise UnsupportedOpError(f"{source}: the Relax importer failed: {_first_line(err)}"
+                                 f"{_symbolic_hint(inputs)}") from None
     mod, detached = relax.frontend.detach_params(mod)
     main = mod["main"].without_attr("params")
     mod["main"] = main
