@@ -1,29 +1,18 @@
-"""ONNX import coverage on the test models shipped inside the onnx wheel.
+"""ONNX conformance through the product path, on the test models shipped in the onnx wheel.
 
-Measured (TVM 0.27.0.post1, apache-tvm-ffi 0.1.14.post1, onnx 1.23, target "llvm",
-2-core x86-64, ``python -m hwcompile.onnx_coverage --baseline``):
+Each model is compiled exactly as ``hwcompile compile MODEL --target cpu`` does it: the
+hwcompile frontend, the default passes (fold-constants, fold-batchnorm, dce), the CPU
+target's own lowering (layout, default schedules) and build, written as an artifact, then
+loaded with ``hwcompile.load`` and run on every data set. ``--input-shape`` is given the
+shapes of the first data set, as a user would. For comparison, ``mode="plain"`` runs TVM's
+stock path (``from_onnx`` and ``tvm.compile(mod, "llvm")``) without anything of hwcompile's.
 
-* plain ``from_onnx``:                 130 / 149 pass  (TVM_NOTES.md's earlier count: 128)
-* hwcompile's frontend (``import_onnx``: ``legalize``, opset upgrade when needed, weights
-  as parameters) + ``from_onnx``:  140 / 149 pass  (+10)
-  newly passing: pytorch-converted/test_PReLU_{1d,2d,3d}_multiparam,
-  pytorch-operator/test_operator_index, simple/test_expand_shape_model{1,2,3,4},
-  simple/test_sequence_model3, simple/test_sequence_model6. No model regresses.
-* time: ~105 s per mode on a quiet machine (~4.4 min for ``--baseline``, which runs both;
-  ~250 s per mode while other jobs kept the load average at 6-8). Not the importer: the
-  9 ``light`` models (full-size 224x224 ImageNet CNNs) take ~90% of it, mostly *running*
-  their convolutions with TVM's untuned default CPU schedules (vgg19: ~1 s to build,
-  ~25 s for one inference; densenet121: ~15 s build + ~15 s run). ``-mcpu=<host>`` did
-  not help; only tuned schedules would. The other 140 models take ~12 s together.
+Run it: ``python tests/onnx_conformance.py [-k filter] [--plain] [-v]``. Measured figures
+are in benchmarks/RESULTS.md ("ONNX conformance").
 
-Still failing with legalization (9), and why:
-
-* simple/test_gradient_of_add, test_gradient_of_add_and_mul: ``Gradient`` (a training
-  op, ai.onnx.preview.training) has no converter in the importer.
-* simple/test_strnorm_model_* (6): ``StringNormalizer`` on string tensors; TVM has no
-  string dtype.
-* simple/test_sequence_model8: ``SplitToSequence`` whose split sizes are a run-time input
-  (and the split dim symbolic); Relax ``split`` needs static split points.
+Models that cannot pass, and end with one-line errors: ``Gradient`` (2, a training op of
+ai.onnx.preview.training with no converter), ``StringNormalizer`` (6, string tensors; TVM
+has no string dtype).
 
 Comparison follows onnx's backend test runner (``onnx.backend.test.runner.Runner
 .assert_similar_outputs``): same number of outputs, equal shapes, equal dtypes, then
@@ -33,13 +22,9 @@ Comparison follows onnx's backend test runner (``onnx.backend.test.runner.Runner
 none of the shipped model cases does). Inputs/outputs are the cases' ``test_data_set_*``
 ``.pb`` files fed positionally to the graph inputs that are not initializers (as the runner
 does); the ``light`` models ship only expected outputs, and get the runner's dummy input
-``arange(n).reshape(shape) / n`` (``Runner.generate_dummy_data(random=False)``).
-
-Each model is imported with concrete ``shape_dict``/``dtype_dict`` taken from its first
-data set, built once with ``tvm.compile(mod, "llvm")`` (default Relax pipeline) and run on
-``relax.VirtualMachine`` for every data set. A failure reports its stage: load (a test
-value that is not a plain tensor), import, build, run, or compare (with the max
-abs error).
+``arange(n).reshape(shape) / n`` (``Runner.generate_dummy_data(random=False)``). A failure
+reports its stage: load (a test value that is not a plain tensor), compile, run, or compare
+(with the max abs error).
 """
 
 from __future__ import annotations
@@ -48,8 +33,10 @@ import argparse
 import glob
 import os
 import sys
+import tempfile
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -277,7 +264,7 @@ def compare_outputs(
     return True, "", worst
 
 
-def _one_line(exc: BaseException, limit: int = 160) -> str:
+def _one_line(exc: BaseException, limit: int = 400) -> str:
     msg = str(exc).strip().splitlines()
     # TVM errors carry a backtrace; keep the last meaningful line
     lines = [ln.strip() for ln in msg if ln.strip()]
@@ -289,17 +276,9 @@ def _one_line(exc: BaseException, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def run_case(
-    case: ModelCase,
-    hwcompile_frontend: bool = True,
-    target: str = "llvm",
-    relax_pipeline: str = "default",
-) -> CaseResult:
-    """Import, build, run and compare one test model; never raises."""
-    import tvm
-    from tvm import relax
-    from tvm.relax.frontend.onnx import from_onnx
-
+def run_case(case: ModelCase, mode: str = "product") -> CaseResult:
+    """Compile, run and compare one test model (``mode``: "product" or "plain", see the
+    module docstring); never raises."""
     t0 = time.perf_counter()
 
     def fail(stage: str, reason: str, max_err: float | None = None) -> CaseResult:
@@ -316,50 +295,66 @@ def run_case(
         return fail("load", _one_line(exc))
     inputs_vi = _graph_inputs(model)
     first_inputs = data_sets[0][0] if data_sets else []
-    shape_dict = {vi.name: list(a.shape) for vi, a in zip(inputs_vi, first_inputs)}
-    try:
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            if hwcompile_frontend:  # hwcompile's own frontend: legalization, upgrades, weights as params
-                from hwcompile.frontend import import_onnx
-
-                shapes = {k: tuple(v) for k, v in shape_dict.items()}
-                mod = import_onnx(model, input_shapes=shapes).bound_module()
-            else:
-                # string inputs (object arrays) keep the model's declared type: TVM decides
-                dtype_dict = {vi.name: str(a.dtype) for vi, a in zip(inputs_vi, first_inputs)
-                              if a.dtype != object}
-                mod = from_onnx(model, shape_dict=shape_dict, dtype_dict=dtype_dict)
-    except Exception as exc:
-        return fail("import", _one_line(exc))
-    try:
-        ex = tvm.compile(mod, target, relax_pipeline=relax_pipeline)
-        vm = relax.VirtualMachine(ex, tvm.cpu())
-    except Exception as exc:
-        return fail("build", _one_line(exc))
-    worst: float | None = None
-    for k, (inputs, expected) in enumerate(data_sets):
+    shapes = {vi.name: tuple(a.shape) for vi, a in zip(inputs_vi, first_inputs)}
+    with tempfile.TemporaryDirectory() as tmp:
         try:
-            args = [tvm.runtime.tensor(np.ascontiguousarray(a)) for a in inputs]
-            out = _flatten_outputs(vm["main"](*args))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                run = (_product_runner(case, shapes, tmp) if mode == "product"
+                       else _plain_runner(model, shapes, first_inputs))
         except Exception as exc:
-            return fail("run", _one_line(exc))
-        ok, reason, err = compare_outputs(expected, out, case.rtol, case.atol)
-        if err is not None:
-            worst = err if worst is None else max(worst, err)
-        if not ok:
-            return fail("compare", f"data set {k}: {reason}", err)
-    return CaseResult(
-        case.name, case.kind, "pass", "", "", worst, time.perf_counter() - t0
-    )
+            return fail("compile", _one_line(exc))
+        worst: float | None = None
+        for k, (inputs, expected) in enumerate(data_sets):
+            try:
+                out = run(inputs)
+            except Exception as exc:
+                return fail("run", _one_line(exc))
+            ok, reason, err = compare_outputs(expected, out, case.rtol, case.atol)
+            if err is not None:
+                worst = err if worst is None else max(worst, err)
+            if not ok:
+                return fail("compare", f"data set {k}: {reason}", err)
+    return CaseResult(case.name, case.kind, "pass", "", "", worst, time.perf_counter() - t0)
+
+
+def _product_runner(case: ModelCase, shapes: dict, tmp: str) -> Callable[[list], list]:
+    """``hwcompile compile --target cpu`` + ``hwcompile.load``: what users run."""
+    import hwcompile
+
+    art = hwcompile.compile(case.model_path, target="cpu", output=os.path.join(tmp, "art"),
+                            input_shapes=shapes)
+    model = hwcompile.load(art)
+
+    def run(inputs: list) -> list:
+        out = model(*inputs)
+        return list(out) if isinstance(out, tuple) else [out]
+
+    return run
+
+
+def _plain_runner(model: onnx.ModelProto, shapes: dict, first_inputs: list) -> Callable[[list], list]:
+    """TVM's stock path, for comparison: ``from_onnx`` + ``tvm.compile(mod, "llvm")``."""
+    import tvm
+    from tvm import relax
+    from tvm.relax.frontend.onnx import from_onnx
+
+    # string inputs (object arrays) keep the model's declared type: TVM decides
+    dtype_dict = {name: str(a.dtype) for name, a in zip(shapes, first_inputs) if a.dtype != object}
+    mod = from_onnx(model, shape_dict={k: list(v) for k, v in shapes.items()},
+                    dtype_dict=dtype_dict)
+    vm = relax.VirtualMachine(tvm.compile(mod, "llvm"), tvm.cpu())
+
+    def run(inputs: list) -> list:
+        args = [tvm.runtime.tensor(np.require(a, requirements="C")) for a in inputs]
+        return _flatten_outputs(vm["main"](*args))
+
+    return run
 
 
 def run_coverage(
-    hwcompile_frontend: bool = True,
+    mode: str = "product",
     cases: Sequence[ModelCase] | None = None,
-    relax_pipeline: str = "default",
     progress: Callable[[CaseResult], None] | None = None,
 ) -> list[CaseResult]:
     """Run every case; returns one result per case in discovery order."""
@@ -367,7 +362,7 @@ def run_coverage(
     results = []
     for case in cases:
         try:
-            res = run_case(case, hwcompile_frontend=hwcompile_frontend, relax_pipeline=relax_pipeline)
+            res = run_case(case, mode)
         except Exception as exc:  # should not happen
             res = CaseResult(case.name, case.kind, "fail", "harness", _one_line(exc))
             traceback.print_exc()
@@ -388,16 +383,12 @@ def format_table(results: Sequence[CaseResult]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m hwcompile.onnx_coverage",
-        description="Import, build and run the onnx wheel's test models with TVM.",
+        prog="python tests/onnx_conformance.py",
+        description="Compile and run the onnx wheel's test models as `hwcompile compile` does.",
     )
-    parser.add_argument(
-        "--baseline",
-        action="store_true",
-        help="also run plain from_onnx (no legalization) and report the gain",
-    )
+    parser.add_argument("--plain", action="store_true",
+                        help="also run TVM's stock path (from_onnx + tvm.compile) for comparison")
     parser.add_argument("-k", dest="filter", default=None, help="only models containing this")
-    parser.add_argument("--pipeline", default="default", help="relax pipeline for tvm.compile")
     parser.add_argument("-v", "--verbose", action="store_true", help="print each result live")
     args = parser.parse_args(argv)
 
@@ -409,28 +400,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose:
             print(f"{r.key}: {r.status} {r.seconds:.2f}s {r.reason}", file=sys.stderr, flush=True)
 
-    modes = [("hwcompile", True)] + ([("baseline", False)] if args.baseline else [])
-    summary = []
-    for label, leg in modes:
+    for mode in ["product"] + (["plain"] if args.plain else []):
         t0 = time.perf_counter()
-        results = run_coverage(hwcompile_frontend=leg, cases=cases, relax_pipeline=args.pipeline,
-                               progress=show)
-        elapsed = time.perf_counter() - t0
-        print(f"== {label} ({'hwcompile frontend' if leg else 'plain from_onnx'}) ==")
+        results = run_coverage(mode, cases, progress=show)
+        print(f"== {mode} ==")
         print(format_table(results))
         n_pass = sum(r.passed for r in results)
-        print(f"{label}: {n_pass}/{len(results)} pass in {elapsed:.1f}s\n")
-        summary.append((label, results, n_pass, elapsed))
-    if len(summary) == 2:
-        (_, hw, n_hw, _), (_, base, n_base, _) = summary
-        gained = [h.key for h, b in zip(hw, base) if h.passed and not b.passed]
-        lost = [h.key for h, b in zip(hw, base) if b.passed and not h.passed]
-        print(f"gain: {n_hw} vs {n_base} (+{n_hw - n_base})")
-        print("  newly passing: " + (", ".join(gained) or "none"))
-        if lost:
-            print("  REGRESSED: " + ", ".join(lost))
-    for label, _, n_pass, elapsed in summary:
-        print(f"TOTAL {label}: {n_pass}/{len(cases)} ({elapsed:.1f}s)")
+        print(f"TOTAL {mode}: {n_pass}/{len(cases)} ({time.perf_counter() - t0:.1f}s)\n")
     return 0
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import tvm
 from conftest import float_model, ort_run
 from onnx import helper, numpy_helper
 
@@ -61,3 +62,51 @@ def test_symbolic_shapes_from_a_shape_input(tmp_path):
         feeds = {"x": x, "shape": np.array(shape, np.int64)}
         got = hwcompile.load(art).run(feeds)["y"]
         np.testing.assert_array_equal(got, ort_run(model, feeds)[0])
+
+
+def _lowering(art) -> dict:
+    return hwcompile.load(art).metadata["target_extra"]["lowering"]
+
+
+def _conv_then(node, out_shape, opset=12):
+    w = numpy_helper.from_array(np.random.default_rng(2).standard_normal((8, 3, 3, 3))
+                                .astype(np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), node]
+    return float_model("conv_then", nodes, [w], {"x": [1, 3, 8, 8]}, {"y": out_shape}, opset)
+
+
+def test_layout_stops_at_operators_whose_layout_inference_fails(tmp_path):
+    """TVM's ConvertLayout aborts on dropout's tuple (AlexNet, VGG, Inception: "Expected
+    nested to match tuple"): the conversion then stops at such operators instead."""
+    model = _conv_then(helper.make_node("Dropout", ["c"], ["y"]), [1, 8, 8, 8])
+    art = _compile_and_compare(tmp_path, model, _rng_inputs({"x": (1, 3, 8, 8)}))
+    assert _lowering(art) == {"pipeline": "hwcompile-cpu", "layout": "partial"}
+
+
+@pytest.mark.parametrize("op", ["Max", "Min"])
+def test_models_without_convolutions_skip_the_layout_pass(tmp_path, op):
+    """Elementwise Max of 2-D tensors: ConvertLayout itself aborted ("Invalid SLayout: can't
+    find S in source layout AB"), though there was no convolution to convert."""
+    nodes = [helper.make_node(op, ["a", "b"], ["y"])]
+    model = float_model("minmax", nodes, [], {"a": [3, 4], "b": [3, 4]}, {"y": [3, 4]})
+    art = _compile_and_compare(tmp_path, model, _rng_inputs({"a": (3, 4), "b": (3, 4)}))
+    assert _lowering(art)["layout"] == "none"
+
+
+def test_a_failing_cpu_pipeline_falls_back_to_tvms_stock_lowering(tmp_path, monkeypatch):
+    """Whatever TVM check fails inside the CPU pipeline, the model still builds (TVM's own
+    lowering) and the artifact says why."""
+    from hwcompile.targets.cpu.target import CpuTarget
+
+    @tvm.transform.module_pass(opt_level=0, name="Failing")
+    def failing(mod, _ctx):  # stands for a TVM check failing deep inside some pass
+        raise tvm.error.InternalError("Check failed: (simulated) is false")
+
+    def broken(self, db=None, stats=None):
+        return tvm.transform.Sequential([failing])
+
+    monkeypatch.setattr(CpuTarget, "relax_pipeline", broken)
+    model = _conv_then(helper.make_node("Relu", ["c"], ["y"]), [1, 8, 8, 8])
+    art = _compile_and_compare(tmp_path, model, _rng_inputs({"x": (1, 3, 8, 8)}))
+    lowering = _lowering(art)
+    assert lowering["pipeline"] == "tvm-stock" and lowering["fallback_reason"]

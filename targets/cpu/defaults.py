@@ -228,9 +228,10 @@ def heuristic_schedule(mod: IRModule, lanes: int, dot: DotProduct | None = None)
 class HeuristicCpuSchedule:
     """Apply ``schedule_func`` to every PrimFunc not scheduled yet."""
 
-    def __init__(self, lanes: int, dot: DotProduct | None = None):
+    def __init__(self, lanes: int, dot: DotProduct | None = None, report: dict | None = None):
         self.lanes = lanes
         self.dot = dot
+        self.report = report  # receives "default_schedule_failed": the kernels left as is
 
     def transform_module(self, mod: IRModule, _ctx: tvm.transform.PassContext) -> IRModule:
         updated = {}
@@ -239,8 +240,10 @@ class HeuristicCpuSchedule:
                 continue
             try:
                 scheduled = schedule_func(func, self.lanes, self.dot)
-            except Exception:
-                scheduled = None  # heuristics failed: TVM's default loops stay
+            except Exception:  # heuristics failed: TVM's default loops stay (correct, slower)
+                scheduled = None
+                if self.report is not None:
+                    self.report.setdefault("default_schedule_failed", []).append(gvar.name_hint)
             if scheduled is not None:
                 updated[gvar] = scheduled
         for gvar, func in updated.items():

@@ -7,17 +7,19 @@ from tvm import relax
 
 from .channel_padding import pad_output_channels
 from .features import simd_floats
+from .guarded_layout import guarded_convert_layout
 from .int8_dot import int8_dot_product
 from .integer_graph import integer_graph_passes, pad_through_permute
 
 
-def cpu_layout(target: tvm.target.Target) -> tvm.transform.Pass:
+def cpu_layout(target: tvm.target.Target, report: dict | None = None) -> tvm.transform.Pass:
     """Convolutions in NHWC with HWIO weights: output channels become the SIMD axis.
     Grouped and depthwise convolutions stay NCHW: legalized in NHWC their channel index
     arithmetic defeats the tile (measured 2.5× slower here), in NCHW they vectorize on width.
     Around it, the integer-graph rewrites of ``integer_graph.py`` (uint8 conv operands
     where the CPU's int8 dot product wants them) and output channels padded to whole
-    vector registers (``channel_padding.py``)."""
+    vector registers (``channel_padding.py``). ``report["layout"]`` receives how far the
+    conversion went (``guarded_layout.py``)."""
 
     def desired(call: relax.Call) -> dict[str, list[str]]:  # called for every op call
         if call.op.name != "relax.nn.conv2d":
@@ -27,5 +29,13 @@ def cpu_layout(target: tvm.target.Target) -> tvm.transform.Pass:
 
     return tvm.transform.Sequential([*integer_graph_passes(int8_dot_product(target)),
                                      pad_output_channels(simd_floats(target)),
-                                     relax.transform.ConvertLayout({}, layout_cb=desired),
+                                     guarded_convert_layout(desired, _recorder(report)),
                                      pad_through_permute], name="CpuLayout")
+
+
+def _recorder(report: dict | None):
+    def record(outcome: str) -> None:
+        if report is not None:
+            report["layout"] = outcome
+
+    return record

@@ -18,11 +18,12 @@ from .int8_dot import int8_dot_product
 from .layout import cpu_layout
 
 
-def tunable_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
+def tunable_passes(target: tvm.target.Target, report: dict | None = None
+                   ) -> list[tvm.transform.Pass]:
     """Layout choice, op legalization and fusion: what tuning tasks are cut from. Kernels
     learn which parameters are constant weights (``layout_free_buffers``): schedules,
     tuned or default, may then change those weights' layout for free."""
-    return [cpu_layout(target), *cpu_generic.library_dispatch_passes(target),
+    return [cpu_layout(target, report), *cpu_generic.library_dispatch_passes(target),
             *cpu_generic.legalize_passes(target), relax.transform.AttachAttrLayoutFreeBuffers()]
 
 
@@ -45,18 +46,21 @@ def count_scheduled(into: dict[str, int]) -> tvm.transform.Pass:
 
 
 def cpu_pipeline(target: tvm.target.Target, lanes: int, database: object | None = None,
-                 stats: dict[str, int] | None = None) -> tvm.transform.Pass:
-    """The full pipeline; ``database`` is a MetaSchedule Database whose records win, and
-    ``stats`` receives how many kernels it scheduled."""
+                 stats: dict | None = None) -> tvm.transform.Pass:
+    """The full pipeline; ``database`` is a MetaSchedule Database whose records win.
+    ``stats`` receives what the artifact reports: how many kernels the database scheduled
+    (``tuned_kernels``), how far the layout conversion went (``layout``) and the kernels
+    whose heuristic schedule failed and that kept TVM's loops (``default_schedule_failed``)."""
+    stats = {} if stats is None else stats
 
     @tvm.transform.module_pass(opt_level=0, name="HwcompileCpuPipeline")
     def _pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        scheduling = [HeuristicCpuSchedule(lanes, int8_dot_product(target))]
+        scheduling = [HeuristicCpuSchedule(lanes, int8_dot_product(target), stats)]
         if database is not None:
             scheduling[:0] = [relax.transform.MetaScheduleApplyDatabase(),
-                              count_scheduled(stats if stats is not None else {})]
+                              count_scheduled(stats)]
         scheduling += [relax.transform.SplitLayoutRewritePreproc(), relax.transform.FoldConstant()]
-        passes = (tunable_passes(target) + scheduling
+        passes = (tunable_passes(target, stats) + scheduling
                   + cpu_generic.dataflow_lower_passes(target) + cpu_generic.finalize_passes(target))
         with target:
             if database is None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import tvm
+from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 from tvm.s_tir import Schedule
 
 from hwcompile.errors import TargetError
@@ -99,29 +100,53 @@ class CpuTarget(Target):
         return any(dot_block(sch, block, dot) for block in reduction_blocks(sch))
 
     def build(self, model: Model, out_dir: Path, db: str | Path | None = None) -> BuildResult:
-        stats: dict[str, int] = {}
-        pipeline = self.relax_pipeline(db, stats)
         # Mostly-zero weights (after sparsify) go into a compact file, not the library.
         sparse = [] if self.cross else compact_worthy(model.params)
-        executable = tvm.compile(model.bound_module(keep=sparse), self.tvm_target,
-                                 relax_pipeline=pipeline)
-        tuning = {"tuning_db": str(db), **stats} if db else {}
+        executable, lowering = self._compile(model.bound_module(keep=sparse), db)
+        extra = {"tuning_db": str(db), "tuned_kernels": lowering.pop("tuned_kernels", 0)
+                  } if db else {}
+        extra["lowering"] = lowering
         if not self.cross:
             executable.export_library(str(out_dir / "model.so"))
             runtime_weights = {"file": SPARSE_FILE, "format": "csr",
                                "weights": write_sparse(out_dir / SPARSE_FILE, model.params, sparse)
                                } if sparse else {}
-            return BuildResult(library="model.so", loadable=True, extra=tuning,
+            return BuildResult(library="model.so", loadable=True, extra=extra,
                                runtime_weights=runtime_weights)
         gcc = shutil.which(_CROSS_GCC.get(self.triple, f"{self.triple}-gcc"))
         if gcc:
             from tvm.support import cc
 
             executable.export_library(str(out_dir / "model.so"), fcompile=cc.cross_compiler(gcc))
-            return BuildResult(library="model.so", loadable=False, extra={"linker": gcc, **tuning})
+            return BuildResult(library="model.so", loadable=False, extra={"linker": gcc, **extra})
         # No cross linker here: ship the objects; the user's toolchain links them.
         executable.export_library(str(out_dir / "model.tar"))
-        return BuildResult(library="model.tar", loadable=False, extra={"linker": None, **tuning})
+        return BuildResult(library="model.tar", loadable=False, extra={"linker": None, **extra})
+
+
+    def _compile(self, mod: tvm.IRModule, db: str | Path | None) -> tuple[Any, dict]:
+        """The module built with the CPU pipeline, or, should TVM fail inside it, with TVM's
+        stock CPU lowering (correct, untuned); the second value says which, for the report."""
+        report: dict = {"pipeline": "hwcompile-cpu"}
+        try:
+            return tvm.compile(mod, self.tvm_target,
+                               relax_pipeline=self.relax_pipeline(db, report)), report
+        except RuntimeError as err:  # TVM's InternalError: a failed check in some pass
+            reason = _last_line(err)
+        try:
+            executable = tvm.compile(mod, self.tvm_target,
+                                     relax_pipeline=cpu_generic.get_default_pipeline(self.tvm_target))
+        except RuntimeError as err:
+            raise TargetError(f"TVM cannot build this model for the CPU: {_last_line(err)} "
+                              f"(the CPU pipeline failed first: {reason})") from None
+        return executable, {"pipeline": "tvm-stock", "fallback_reason": reason}
+
+
+def _last_line(err: BaseException) -> str:
+    """The message of a TVM error without its C++ backtrace."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    checks = [line for line in lines if "Check failed" in line or "Error" in line]
+    return (checks or lines or [type(err).__name__])[-1][:300]
 
 
 @register_target("cpu")
