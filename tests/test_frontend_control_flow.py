@@ -102,6 +102,27 @@ def test_runtime_if_with_branches_of_different_shapes_stays_an_if():
     assert ops == ["If"], ops
 
 
+def test_runtime_if_branches_read_outer_constants():
+    """A branch's Pad reads its pads from the main graph (torch's dynamo exports do): shape
+    inference must see that value for the branch shapes to be known and the If to become a
+    Where."""
+    then = _graph("t", [helper.make_node("Pad", ["x", "pads"], ["p"])], [vinfo("p", None)])
+    other = _graph("e", [helper.make_node("Concat", ["x", "column"], ["q"], axis=1)],
+                   [vinfo("q", None)])
+    proto = model([helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other)],
+                  [vinfo("c", [], BOOL), vinfo("x", [2, 3])], [vinfo("y", [2, 4])],
+                  [tensor("pads", np.array([0, 1, 0, 0], np.int64)),
+                   tensor("column", np.ones((2, 1), np.float32))])
+    ops = [n.op_type for n in prepare(onnx.load_from_string(proto.SerializeToString()),
+                                      "test").graph.node]
+    assert "If" not in ops, ops
+    run = tvm_build(proto)
+    x = np.random.default_rng(6).standard_normal((2, 3)).astype(np.float32)
+    for c in (True, False):
+        feeds = {"c": np.array(c), "x": x}
+        assert_like_ort(proto, feeds, run(feeds))
+
+
 def _loop_model(trip_count_node, cond_out_node=None, inits=()):
     """acc = x; for i < M: acc = acc + x * i; scan output acc * 2 (M from ``trip_count_node``)."""
     body_nodes = [

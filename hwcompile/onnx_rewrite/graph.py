@@ -17,6 +17,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from ..errors import UnsupportedOpError
+
 DEFAULT_DOMAINS = ("", "ai.onnx")
 
 
@@ -183,6 +185,7 @@ def analyze(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | 
     for vi in scratch.graph.output:
         if vi.type.HasField("tensor_type"):
             vi.type.tensor_type.ClearField("shape")
+    _lend_constants(scratch.graph, info.consts)
     try:
         scratch = onnx.shape_inference.infer_shapes(scratch, data_prop=True)
     except Exception as exc:  # best effort: shape-needing rewrites skip
@@ -205,6 +208,24 @@ def analyze(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | 
         info.shapes[name] = list(value.shape)
         info.elem_types[name] = helper.np_dtype_to_tensor_dtype(value.dtype)
     return info
+
+
+#: Constants up to this size are copied into subgraphs for shape inference (see below).
+_LENT_ELEMENTS = 1 << 16
+
+
+def _lend_constants(graph: onnx.GraphProto, consts: dict[str, np.ndarray]) -> None:
+    """Give each subgraph (of a scratch copy) the small outer-scope constants it reads, as
+    its own initializers: onnx shape inference uses the values of a subgraph's own
+    initializers (e.g. a Pad's pads) but not those of outer ones."""
+    for node in graph.node:
+        for sub in subgraphs(node):
+            have = {t.name for t in sub.initializer}
+            for name in sorted(outer_refs(sub)):
+                value = consts.get(name)
+                if value is not None and name not in have and value.size <= _LENT_ELEMENTS:
+                    sub.initializer.append(numpy_helper.from_array(value, name))
+            _lend_constants(sub, consts)
 
 
 def splice(model: onnx.ModelProto | onnx.GraphProto,
@@ -274,12 +295,31 @@ def rewrite_nodes(model: onnx.ModelProto, select: Callable[[onnx.NodeProto], boo
         replace = {}
         for idx, node in enumerate(graph.node):
             if select(node):
-                nodes = rewrite(node, info)
+                try:
+                    nodes = rewrite(node, info)
+                except UnsupportedOpError as err:
+                    raise UnsupportedOpError(f"{err}{_whereabouts(model.graph, graph)}") from None
                 if nodes is not None:
                     replace[idx] = nodes
         splice(graph, replace)
         count += len(replace)
     return count
+
+
+def _whereabouts(main: onnx.GraphProto, graph: onnx.GraphProto) -> str:
+    """Where a subgraph sits, for errors: which node's branch or body holds it."""
+    if graph is main:
+        return ""
+    for outer in all_graphs(main):
+        for node in outer.node:
+            for a in node.attribute:
+                if a.type == onnx.AttributeProto.GRAPH and a.g is graph:
+                    if node.op_type == "If":
+                        return (f" (in the {a.name.replace('_', ' ')} of If node '{node.name}', "
+                                "decided at run time: both branches are compiled, so each must "
+                                "fit the given input shapes)")
+                    return f" (in the {a.name} of {node.op_type} node '{node.name}')"
+    return ""
 
 
 def add_initializer(model: onnx.ModelProto, info: Info, base: str, value: np.ndarray) -> str:
