@@ -6,7 +6,8 @@
 2. until nothing changes: shape computations folded (``folding``), constant ``If``
    branches inlined, static loops unrolled (``control_flow``);
 3. Ifs decided at run time turned into both branches + ``Where`` where they can be,
-   recurrent cells expanded (``recurrent``), then folding again;
+   recurrent cells expanded (``recurrent``), integer operators rewritten (``integer``),
+   then folding again;
 4. any ``Loop``/``Scan`` left is refused with its reason.
 
 ``importer_gaps.legalize`` (operators the importer converts wrongly) runs after it.
@@ -18,7 +19,7 @@ import onnx
 import onnx.inliner
 
 from ..errors import UnsupportedOpError
-from . import control_flow, folding, recurrent
+from . import control_flow, folding, integer, recurrent
 from .graph import all_graphs, analyze
 
 #: A bound on folding/inlining rounds; each round removes at least one node or nesting level.
@@ -43,7 +44,8 @@ def prepare(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
         model = onnx.inliner.inline_local_functions(model)
     try:
         simplify(model)
-        if control_flow.select_runtime_ifs(model) + recurrent.expand_recurrent(model):
+        if (control_flow.select_runtime_ifs(model) + recurrent.expand_recurrent(model)
+                + integer.rewrite_integer_ops(model)):
             simplify(model)
     except UnsupportedOpError as err:
         raise UnsupportedOpError(f"{source}: {err}") from None
