@@ -369,3 +369,35 @@ def test_cmake_builds_a_bare_metal_program_that_runs_under_qemu(digits_onnx, tmp
     ctest = subprocess.run(["ctest", "--test-dir", str(build), "--output-on-failure"],
                            capture_output=True, text=True, check=False)
     assert ctest.returncode == 0 and "100% tests passed" in ctest.stdout, ctest.stdout[-3000:]
+
+
+# ---- a real exported CNN from the corpus -----------------------------------------------
+
+CORPUS_CNN = ROOT / "tests" / "corpus" / "models" / "mobilenetv3_small.onnx"
+
+
+@pytest.fixture(scope="module")
+def corpus_art(tmp_path_factory) -> Path:
+    """timm's MobileNetV3-small (width 0.5; depthwise convs, hard-swish, squeeze-excite),
+    exported by PyTorch, at 64x64 instead of its 128x128: an 80 KB arena (at 128x128 it
+    needs 320 KB, more RAM than most microcontrollers have)."""
+    if not CORPUS_CNN.is_file():
+        pytest.skip(f"{CORPUS_CNN} is not in this checkout")
+    return hwcompile.compile(CORPUS_CNN, "cpu", tmp_path_factory.mktemp("sa") / "mnv3",
+                             input_shapes={"image": (1, 3, 64, 64)}, emit=["c-standalone"],
+                             emit_options={"name": "mobilenet"})
+
+
+@pytest.mark.slow
+@needs_qemu
+@pytest.mark.parametrize("core", ["cortex-m3", "cortex-m4f"])
+def test_corpus_mobilenet_on_cortex_m_under_qemu(core, corpus_art, tmp_path):
+    model = mcu.Model.from_artifact(corpus_art)
+    images = np.random.default_rng(0).uniform(-1, 1, (3, 1, 3, 64, 64)).astype(np.float32)
+    result = mcu.run(mcu.build(model, images, tmp_path, core), core)
+    np.testing.assert_allclose(c_outputs(result), cpu_outputs(corpus_art, images), rtol=0,
+                               atol=1e-5)
+    fig = mcu.map_figures(tmp_path / "program.map", model)
+    assert fig.symbols["mobilenet_arena"] == model.macro("ARENA_BYTES") <= 256 * 1024
+    assert fig.get("flash", "weights") == model.macro("WEIGHT_BYTES")
+    assert 0 < result.stack_bytes <= model.macro("STACK_BYTES")

@@ -1,12 +1,11 @@
-"""One static arena for a run: the planned storages and the kernels' workspaces, packed by
+"""One static arena for a run: the activations and the kernels' workspaces, packed by
 lifetime.
 
-Relax's memory planner reuses a storage once its tensors are dead, but every storage it
-keeps is a separate allocation. Here each storage (an arena *block*) lives from the first
-to the last kernel step that touches a tensor in it, and each step's workspace (what its
-kernel asks ``TVMBackendAllocWorkspace`` for, freed before it returns) lives during that
-step only. Blocks whose lifetimes overlap must not overlap in memory; the rest may. The
-packing is greedy, largest first, each at the lowest aligned offset that fits.
+Each arena *block* (a tensor with its views, see schedule.py) lives from the first to the
+last kernel step that touches it, and each step's workspace (what its kernel asks
+``TVMBackendAllocWorkspace`` for, freed before it returns) lives during that step only.
+Blocks whose lifetimes overlap must not overlap in memory; the rest may. The packing is
+greedy, largest first, each at the lowest aligned offset that fits.
 """
 
 from __future__ import annotations
@@ -47,10 +46,6 @@ class Arena:
                 return self.offsets[interval.key], interval.nbytes
         return 0, 0
 
-    @property
-    def storage_bytes(self) -> int:
-        """Sum of the blocks, as separate allocations (what the arena packing saves from)."""
-        return sum(i.nbytes for i in self.intervals if i.key[0] == "block")
 
 
 def workspace_bytes(kernel: Kernel) -> int:

@@ -25,7 +25,7 @@ from .kernels import KernelSource
 from .schedule import ARENA, INPUT, OUTPUT, WEIGHT, Schedule
 
 _WHERE = {ARENA: "HWC_ARENA", INPUT: "HWC_INPUT", OUTPUT: "HWC_OUTPUT", WEIGHT: "HWC_WEIGHT"}
-_DL_CODES = {"i": 0, "u": 1, "f": 2, "b": 1}  # dlpack.h: kDLInt, kDLUInt, kDLFloat (bool: 1 bit)
+_DL_CODES = {"i": 0, "u": 1, "f": 2, "b": 6}  # dlpack.h: kDLInt, kDLUInt, kDLFloat, kDLBool
 _U16 = 65535
 
 
@@ -33,15 +33,14 @@ _U16 = 65535
 class Figures:
     weight_bytes: int
     arena_bytes: int
-    storage_bytes: int       # the planned storages as separate buffers (before packing)
     stack_bytes: int         # estimate for a 32-bit core; see stack_estimate()
     checks: bool
 
 
-def _dl_dtype(dtype: str) -> str:
+def _dl_dtype(dtype: str) -> tuple[int, int]:
+    """DLPack's (type code, bits) of a dtype, as tvm-ffi gives them (bool: kDLBool, 8)."""
     np_dtype = np.dtype(dtype)
-    bits = 1 if dtype == "bool" else np_dtype.itemsize * 8
-    return f"{{{_DL_CODES[np_dtype.kind]}, {bits}, 1}}"
+    return _DL_CODES[np_dtype.kind], np_dtype.itemsize * 8
 
 
 def render_header(name: str, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec],
@@ -106,28 +105,36 @@ def render_header(name: str, inputs: Sequence[TensorSpec], outputs: Sequence[Ten
     return "\n".join(lines)
 
 
-def _tables(name: str, schedule: Schedule, arena: Arena, source: KernelSource) -> str:
+def _tables(name: str, schedule: Schedule, arena: Arena, source: KernelSource,
+            checks: bool) -> str:
+    """The tensor, weight, step and copy tables. Shapes are read only by the kernels'
+    argument checks: without them there is no shape table (HWC_SHAPE is NULL)."""
     used = sorted({a for step in schedule.steps for a in step.args}
                   | {c.source for c in schedule.copies})
     number = {tensor: i for i, tensor in enumerate(used)}
-    shapes: dict[tuple[int, ...], str] = {}
-    for t in used:
-        shape = schedule.tensors[t].shape
-        if shape and shape not in shapes:
-            shapes[shape] = f"hwc_shape{len(shapes)}"
-    lines = [f"static const int64_t {sym}[{len(shape)}] = {{{', '.join(map(str, shape))}}};"
-             for shape, sym in shapes.items()]
-    rows = []
+    lines, rows, shapes = [], [], {}
     for t in used:
         tensor = schedule.tensors[t]
         cweights.c_type(tensor.dtype, f"tensor of shape {tensor.shape}")
-        weight = cweights.symbol(name, tensor.index) if tensor.where == WEIGHT else "NULL"
-        offset = (arena.block(tensor.index) + tensor.offset if tensor.where == ARENA
-                  else tensor.index if tensor.where in (INPUT, OUTPUT) else 0)
-        rows.append(f"{{{weight}, {shapes.get(tensor.shape, 'NULL')}, {offset}u, "
-                    f"{_WHERE[tensor.where]}, {len(tensor.shape)}, {_dl_dtype(tensor.dtype)}}}")
+        offset = arena.block(tensor.index) + tensor.offset if tensor.where == ARENA \
+            else tensor.index
+        code, bits = _dl_dtype(tensor.dtype)
+        rows.append(f"{{{offset}u, {_WHERE[tensor.where]}, {len(tensor.shape)}, {code}, {bits}}}")
+        if checks and tensor.shape and tensor.shape not in shapes:
+            shapes[tensor.shape] = f"hwc_shape{len(shapes)}"
+            lines.append(f"static const int64_t {shapes[tensor.shape]}[{len(tensor.shape)}] = "
+                         f"{{{', '.join(map(str, tensor.shape))}}};")
+    if checks:
+        refs = ", ".join(shapes.get(schedule.tensors[t].shape, "NULL") for t in used)
+        lines += [f"static const int64_t* const hwc_shapes[{len(used)}] = {{{refs}}};",
+                  "#define HWC_SHAPE(number) ((int64_t*)hwc_shapes[number])"]
+    else:
+        lines.append("#define HWC_SHAPE(number) NULL  /* read only by the argument checks */")
     lines.append(f"static const hwc_tensor hwc_tensors[{len(rows)}] = {{\n    "
                  + ",\n    ".join(rows) + "};")
+    weights = [cweights.symbol(name, i) for i in range(len(schedule.weights))] or ["NULL"]
+    lines.append(f"static const void* const hwc_weights[{len(weights)}] = "
+                 f"{{{', '.join(weights)}}};")
     args, steps = [], []
     for i, step in enumerate(schedule.steps):
         offset, nbytes = arena.workspace(i)
@@ -194,5 +201,5 @@ def render_glue(name: str, schedule: Schedule, arena: Arena, source: KernelSourc
         error_decl=_ERROR_DECL if checks else "",
         error_def=string.Template(_ERROR_DEF).substitute(name=name) if checks else "",
         weight_decls="\n".join(decls) or "/* none */",
-        arena_length=max(arena.size, 1), tables=_tables(name, schedule, arena, source),
+        arena_length=max(arena.size, 1), tables=_tables(name, schedule, arena, source, checks),
         run_indent=" " * (len(name) + 9), copy_loop=_COPY_LOOP if schedule.copies else "")

@@ -34,9 +34,10 @@ def _is_reduction(sch: Schedule, block) -> bool:
     return any(int(iv.iter_type) == 2 for iv in sch.get(block).iter_vars)  # CommReduce
 
 
-def _with_register_accumulator(sch: Schedule, block) -> Schedule | None:
-    """A copy of ``sch`` where ``block`` (a reduction) accumulates in a register and its
-    elementwise epilogue is folded into the write-back; None if that does not apply."""
+def _with_register_accumulator(sch: Schedule, block) -> tuple[Schedule, str] | None:
+    """A copy of ``sch`` where ``block`` (a reduction) accumulates in a register, written
+    back once per output element; and the write-back block's name. None if that does not
+    apply."""
     trial = sch.copy()
     try:
         spatial = sum(1 for iv in trial.get(block).iter_vars if int(iv.iter_type) == 0)
@@ -47,14 +48,22 @@ def _with_register_accumulator(sch: Schedule, block) -> Schedule | None:
         _unroll_window(trial, loops[spatial:])
     except _FAILED:
         return None
+    return trial, trial.get(writeback).name_hint
+
+
+def _with_epilogue_folded(sch: Schedule, writeback: str) -> Schedule:
+    """Fold the write-back's elementwise consumers into it, as far as they chain."""
     while True:
-        consumers = trial.get_consumers(writeback)
+        block = _find(sch, writeback)
+        consumers = sch.get_consumers(block) if block is not None else []
         if len(consumers) != 1:
-            return trial
+            return sch
+        trial = sch.copy()
         try:
             trial.reverse_compute_inline(consumers[0])
         except _FAILED:
-            return trial
+            return sch
+        sch = trial
 
 
 def _unroll_window(sch: Schedule, loops: list) -> None:
@@ -87,16 +96,26 @@ def schedule_kernel(func: tirx.PrimFunc) -> tirx.PrimFunc:
     sch = Schedule(tvm.IRModule({"main": func}))
     if _find(sch, "root") is None:
         return func  # hand-written loops, no blocks: nothing to schedule
-    for name in _blocks(sch):
-        block = _find(sch, name)  # None: already folded into another block
-        if block is not None and _is_reduction(sch, block):
-            sch = _with_register_accumulator(sch, block) or sch
+    writebacks = []
     for name in _blocks(sch):
         block = _find(sch, name)
-        if block is not None and not _is_reduction(sch, block) \
-                and len(sch.get_consumers(block)) == 1:
-            sch = _with_inlined(sch, block) or sch
-    return sch.mod["main"].with_attr(_SCHEDULED, True)
+        result = _with_register_accumulator(sch, block) if _is_reduction(sch, block) else None
+        if result is not None:
+            sch, writeback = result
+            writebacks.append(writeback)
+    # Inlining a producer can leave a write-back with one consumer (x * hardsigmoid(x)
+    # reads x twice, through two blocks until they are one): repeat to a fixed point.
+    while True:
+        before = _blocks(sch)
+        for writeback in writebacks:
+            sch = _with_epilogue_folded(sch, writeback)
+        for name in _blocks(sch):
+            block = _find(sch, name)
+            if block is not None and name not in writebacks and not _is_reduction(sch, block) \
+                    and len(sch.get_consumers(block)) == 1:
+                sch = _with_inlined(sch, block) or sch
+        if _blocks(sch) == before:
+            return sch.mod["main"].with_attr(_SCHEDULED, True)
 
 
 def _find(sch: Schedule, name: str):

@@ -7,6 +7,12 @@ outputs. That sequence becomes data: tensors (where each lives: an arena block, 
 input or output buffer, or a weight), kernel steps over them, and the copies for outputs
 that are not written in place (an output that is an input, a weight or another output).
 Anything else in ``main`` needs the TVM runtime and is refused, naming it.
+
+Each allocated tensor (with its views) is an arena block of its own size. Relax gives
+tensors whose lifetimes do not overlap one storage, sized for the largest and alive from
+the first to the last of them; packing the tensors instead (arena.py) lets a small tensor
+late in the graph reuse what an early large one held. The storages are kept for the
+record (``storages``).
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ class Schedule:
     tensors: list[Tensor] = field(default_factory=list)
     steps: list[Step] = field(default_factory=list)
     blocks: list[int] = field(default_factory=list)        # bytes of each arena block
+    storages: list[int] = field(default_factory=list)      # bytes of Relax's planned storages
     weights: list[np.ndarray] = field(default_factory=list)
     copies: list[Copy] = field(default_factory=list)
 
@@ -87,7 +94,7 @@ class _Reader:
 
     def __init__(self, main: relax.Function, num_inputs: int):
         self.schedule = Schedule()
-        self.values: dict[relax.Var, object] = {}   # var -> tensor number, or ("storage", block)
+        self.values: dict[relax.Var, object] = {}   # var -> tensor number, or ("storage", bytes)
         self.tuples: dict[relax.Var, relax.Tuple] = {}
         self.builtin_blocks: set[int] = set()       # blocks from builtin.alloc_tensor
         self.constants: list[tuple[tvm.ir.GenericConst, int]] = []
@@ -145,12 +152,16 @@ class _Reader:
         op = value.op.name if isinstance(value.op, tvm.ir.Op) else str(value.op)
         if op == "relax.memory.alloc_storage":
             (nbytes,) = _ints(value.args[0], "storage size")
-            self.values[var] = ("storage", self._block(nbytes))
+            self.schedule.storages.append(nbytes)
+            self.values[var] = ("storage", nbytes)
         elif op == "relax.memory.alloc_tensor":
-            _, block = self.values[value.args[0]]
+            _, storage_bytes = self.values[value.args[0]]
             shape, dtype = _ints(value.args[2], "tensor shape"), str(value.args[3].value)
-            offset = _int(value.args[1], "tensor offset")
-            self.values[var] = self._add(Tensor(ARENA, block, offset, shape, dtype))
+            tensor = Tensor(ARENA, 0, 0, shape, dtype)
+            if _int(value.args[1], "tensor offset") + tensor.nbytes > storage_bytes:
+                raise TargetError(f"c-standalone: tensor '{var.name}' overruns its storage")
+            self.values[var] = self._add(Tensor(ARENA, self._block(tensor.nbytes), 0, shape,
+                                                dtype))
         elif op == "relax.builtin.alloc_tensor":
             shape, dtype = _tensor_type(var, f"tensor '{var.name}'")
             block = self._block(Tensor(ARENA, 0, 0, shape, dtype).nbytes)
