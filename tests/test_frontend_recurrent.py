@@ -75,6 +75,24 @@ def test_cell_matches_onnxruntime(kind, options):
     assert_like_ort(proto, feeds, tvm_run(proto, feeds))
 
 
+ACTIVATION_CASES = [
+    ("RNN", {"activations": ["Affine"], "activation_alpha": [0.5], "activation_beta": [0.1]}),
+    ("RNN", {"activations": ["ScaledTanh"], "activation_alpha": [1.5],
+             "activation_beta": [0.5]}),
+    ("RNN", {"activations": ["Softplus"]}),
+    ("RNN", {"activations": ["LeakyRelu"]}),  # default alpha
+    ("LSTM", {"activations": ["HardSigmoid", "Elu", "Softsign"], "activation_alpha": [0.3, 0.9],
+              "activation_beta": [0.6]}),
+]
+
+
+@pytest.mark.parametrize(("kind", "options"), ACTIVATION_CASES)
+def test_optional_activations(kind, options):
+    """alpha/beta are consumed in activation order by the functions that take them."""
+    proto, feeds = cell_model(kind, steps=2, **options)
+    assert_like_ort(proto, feeds, tvm_run(proto, feeds))
+
+
 @pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN"])
 def test_layout_1_is_the_transposed_layout_0(kind):
     """onnxruntime has no layout=1 kernels; the spec defines layout 1 as layout 0 with

@@ -6,8 +6,8 @@
 2. until nothing changes: shape computations folded (``folding``), constant ``If``
    branches inlined, static loops unrolled (``control_flow``);
 3. Ifs decided at run time turned into both branches + ``Where`` where they can be,
-   recurrent cells expanded (``recurrent``), integer operators rewritten (``integer``),
-   then folding again;
+   recurrent cells expanded (``recurrent``), integer operators rewritten (``integer``);
+   2 and 3 again until nothing changes;
 4. any ``Loop``/``Scan`` left is refused with its reason.
 
 ``importer_gaps.legalize`` (operators the importer converts wrongly) runs after it.
@@ -43,10 +43,11 @@ def prepare(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
     if model.functions:
         model = onnx.inliner.inline_local_functions(model)
     try:
-        simplify(model)
-        if (control_flow.select_runtime_ifs(model) + recurrent.expand_recurrent(model)
-                + integer.rewrite_integer_ops(model)):
+        for _ in range(MAX_ROUNDS):  # an expansion may expose more to fold, and vice versa
             simplify(model)
+            if not (control_flow.select_runtime_ifs(model) + recurrent.expand_recurrent(model)
+                    + integer.rewrite_integer_ops(model)):
+                break
     except UnsupportedOpError as err:
         raise UnsupportedOpError(f"{source}: {err}") from None
     _refuse_loops(model, source)
