@@ -112,8 +112,11 @@ def test_arena_layout_never_overlaps_live_blocks(float_art, int8_art):
                 live_together = a["steps"][0] <= b["steps"][1] and b["steps"][0] <= a["steps"][1]
                 apart = a["offset"] + a["bytes"] <= b["offset"] or b["offset"] + b["bytes"] <= a["offset"]
                 assert apart or not live_together, (a, b)
-        # Packing by lifetime: never more than the planned storages plus every workspace.
+        # Packed by lifetime: never more than every block side by side, nor Relax's
+        # storages; here as small as it can be, the most bytes live at one step.
         assert info["arena_bytes"] <= sum(b["bytes"] for b in layout)
+        assert info["arena_bytes"] <= info["relax_storage_bytes"]
+        assert info["arena_bytes"] == info["live_peak_bytes"]
 
 
 def test_packing_reuses_memory_of_dead_blocks_and_is_tight():

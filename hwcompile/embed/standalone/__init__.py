@@ -21,7 +21,7 @@ from ..clibrary import c_name
 from . import csource, lower
 from . import kernels as ckernels
 from . import weights as cweights
-from .arena import Arena, plan_arena
+from .arena import Arena, live_peak, plan_arena
 from .schedule import Schedule, read_schedule
 
 # A 32-bit core's frames (bytes): DLTensor + TVMFFIAny per kernel argument in the glue's
@@ -93,7 +93,8 @@ def emit_c_standalone(model: Model, target: Any, stage: Path, name: str | None =
     facts = {"model": model.name, "kernels": f"{len(schedule.kernels)} ({len(schedule.steps)} "
              "calls), TVM's c target", "argument checks": "on" if checks else "off",
              "arena": f"{arena.size} bytes: tensors and kernel workspaces packed by lifetime "
-                      f"(Relax's storages: {sum(schedule.storages)} bytes)"}
+                      f"(live peak {live_peak(list(arena.intervals))} bytes; Relax's storages "
+                      f"{sum(schedule.storages)} bytes)"}
     files[f"include/{name}.h"] = csource.render_header(name, model.inputs, model.outputs,
                                                        figures, facts)
     root = stage / "standalone"
@@ -106,13 +107,13 @@ def emit_c_standalone(model: Model, target: Any, stage: Path, name: str | None =
             "header": f"standalone/include/{name}.h",
             "sources": [f"standalone/{rel}" for rel in sorted(files) if rel.startswith("src/")],
             "checks": checks, "kernels": schedule.kernels, "steps": len(schedule.steps),
-            "arena_bytes": arena.size, "weight_bytes": figures.weight_bytes,
+            "arena_bytes": arena.size, "live_peak_bytes": live_peak(list(arena.intervals)),
+            "relax_storage_bytes": sum(schedule.storages), "weight_bytes": figures.weight_bytes,
             "stack_estimate_bytes": figures.stack_bytes,
             "arena_layout": [{"what": f"{i.key[0]} {i.key[1]}", "offset": arena.offsets[i.key],
                               "bytes": i.nbytes, "steps": [i.first, i.last]}
                              for i in sorted(arena.intervals, key=lambda i: arena.offsets[i.key])],
         },
         "memory": {"standalone_arena_bytes": arena.size,
-                   "standalone_weight_bytes": figures.weight_bytes,
-                   "standalone_relax_storage_bytes": sum(schedule.storages)},
+                   "standalone_weight_bytes": figures.weight_bytes},
     }

@@ -5,7 +5,8 @@ Each arena *block* (a tensor with its views, see schedule.py) lives from the fir
 last kernel step that touches it, and each step's workspace (what its kernel asks
 ``TVMBackendAllocWorkspace`` for, freed before it returns) lives during that step only.
 Blocks whose lifetimes overlap must not overlap in memory; the rest may. The packing is
-greedy, largest first, each at the lowest aligned offset that fits.
+greedy (each block at the lowest aligned offset that fits), tried in a few orders; the
+live peak (most bytes live at one step) is the bound it is measured against.
 """
 
 from __future__ import annotations
@@ -74,10 +75,18 @@ def intervals(schedule: Schedule, kernels: dict[str, Kernel]) -> list[Interval]:
     return found
 
 
-def pack(items: list[Interval]) -> Arena:
-    """Offsets for ``items`` (greedy by size, then first use); the arena's size."""
+# Orders the greedy placement tries; the smallest arena wins (ties: the first order).
+_ORDERS = (
+    lambda i: (-i.nbytes, i.first, i.key),                       # largest first
+    lambda i: (i.first, -i.nbytes, i.key),                       # in program order
+    lambda i: (-(i.last - i.first), -i.nbytes, i.key),           # longest-lived first
+    lambda i: (-i.nbytes * (i.last - i.first + 1), i.first, i.key),  # biggest area first
+)
+
+
+def _place(items: list[Interval], order) -> dict[tuple[str, int], int]:
     placed: list[tuple[int, Interval]] = []
-    for item in sorted(items, key=lambda i: (-i.nbytes, i.first, i.key)):
+    for item in sorted(items, key=order):
         busy = sorted((offset, other.nbytes) for offset, other in placed
                       if other.first <= item.last and item.first <= other.last)
         offset = 0
@@ -86,8 +95,26 @@ def pack(items: list[Interval]) -> Arena:
                 break
             offset = max(offset, start + nbytes)
         placed.append((offset, item))
-    size = max((offset + item.nbytes for offset, item in placed), default=0)
-    return Arena(size, {item.key: offset for offset, item in placed}, tuple(items))
+    return {item.key: offset for offset, item in placed}
+
+
+def pack(items: list[Interval]) -> Arena:
+    """Offsets for ``items`` (each order of _ORDERS, greedy: lowest aligned offset that
+    fits); the smallest arena."""
+    best: Arena | None = None
+    for order in _ORDERS:
+        offsets = _place(items, order)
+        size = max((offsets[i.key] + i.nbytes for i in items), default=0)
+        if best is None or size < best.size:
+            best = Arena(size, offsets, tuple(items))
+    return best
+
+
+def live_peak(items: list[Interval]) -> int:
+    """The most bytes live at one step: no packing can do with less."""
+    steps = {i.first for i in items}
+    return max((sum(i.nbytes for i in items if i.first <= t <= i.last) for t in steps),
+               default=0)
 
 
 def plan_arena(schedule: Schedule, kernels: dict[str, Kernel]) -> Arena:
