@@ -38,10 +38,11 @@ def c_name(name: str) -> str:
     return ident
 
 
-def _check_static(model: Model) -> None:
+def check_static(model: Model, emitter: str = "c-library") -> None:
+    """A C API needs static shapes: name the first symbolic one and how to fix it."""
     for spec in model.inputs + model.outputs:
         if not spec.is_static:
-            raise TargetError(f"c-library: '{spec.name}' has symbolic shape "
+            raise TargetError(f"{emitter}: '{spec.name}' has symbolic shape "
                               f"{'x'.join(map(str, spec.shape))}; fix it with "
                               f"--input-shape {spec.name}=<dims> (e.g. batch 1)")
 
@@ -74,7 +75,7 @@ def emit_c_library(model: Model, target: Any, stage: Path, name: str | None = No
         raise TargetError(f"c-library: target '{target.name}' is not supported; use a cpu target")
     if weights not in WEIGHT_MODES:
         raise TargetError(f"c-library: weights '{weights}' unknown; use {' or '.join(WEIGHT_MODES)}")
-    _check_static(model)
+    check_static(model)
     name = c_name(name or model.name)
     # A prefix of at least 8 characters: TVM 0.27 cannot read back a shorter string attribute.
     prefix = f"hwcompile_{name}_"

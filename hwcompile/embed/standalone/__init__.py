@@ -17,7 +17,7 @@ from typing import Any
 from hwcompile.errors import TargetError
 from hwcompile.model import Model
 
-from ..clibrary import c_name
+from ..clibrary import c_name, check_static
 from . import csource, lower
 from . import kernels as ckernels
 from . import weights as cweights
@@ -49,18 +49,10 @@ def stack_estimate(schedule: Schedule, source: ckernels.KernelSource) -> int:
     return max_args * _ARG_BYTES + _GLUE_FRAME + arrays + _KERNEL_FRAME + _LIBRARY_MARGIN
 
 
-def _check_static(model: Model) -> None:
-    for spec in model.inputs + model.outputs:
-        if not spec.is_static:
-            raise TargetError(f"c-standalone: '{spec.name}' has symbolic shape "
-                              f"{'x'.join(map(str, spec.shape))}; fix it with "
-                              f"--input-shape {spec.name}=<dims> (e.g. batch 1)")
-
-
 def build_sources(model: Model, name: str, checks: bool = False
                   ) -> tuple[dict[str, str], Schedule, Arena, ckernels.KernelSource]:
     """The C sources (file name → text) and what they were made from."""
-    _check_static(model)
+    check_static(model, "c-standalone")
     lowered = lower.lower(model.bound_module())
     schedule = read_schedule(lowered["main"], len(model.inputs), len(model.outputs))
     if not schedule.steps:
