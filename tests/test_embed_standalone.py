@@ -240,6 +240,15 @@ def test_a_user_supplied_arena_and_status_codes(float_art, tmp_path):
     assert out.stdout.split() == ["0", "2", "1"]  # ok, input count, NULL argument
 
 
+def test_the_same_model_gives_byte_identical_sources(digits_model, tmp_path):
+    for run in ("a", "b"):
+        emit_c_standalone(digits_model, None, tmp_path / run, name="digits")
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.[ch]"))
+    assert len(files) == 3
+    for rel in files:
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
+
+
 # ---- bad inputs: one clear line --------------------------------------------------------
 
 def test_symbolic_shape_is_refused_in_one_line(digits_onnx, tmp_path):

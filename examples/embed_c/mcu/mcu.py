@@ -227,7 +227,7 @@ def map_figures(map_file: Path, model: Model) -> MapFigures:
             continue
         file = Path(origin.split("(")[0]).name
         if file == glue:
-            what = "kernels" if section.startswith(".text.__tvm_ffi_") else "glue"
+            what = "kernels" if section.startswith(".text.hwc_kernel_") else "glue"
         elif file == weights:
             what = "weights"
         elif origin in library:

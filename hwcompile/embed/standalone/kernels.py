@@ -2,10 +2,13 @@
 
 TVM writes one C function per kernel, ``int32_t __tvm_ffi_<name>(void* self, void* args,
 int32_t num_args, void* result)``, and includes TVM headers for the argument types and the
-few runtime functions it calls. Here the includes are dropped (abi.py declares those types
-and the glue defines the functions, all ``static`` in one translation unit), every call is
+few runtime functions it calls. Here the includes are dropped (the glue's template,
+templates/standalone.c.in, declares those types and defines the functions, all ``static``
+in one translation unit), every call is
 checked against that short list, and each kernel's workspace and stack arrays are read off
-the source so the arena and the stack estimate are known before anything is compiled.
+the source so the arena and the stack estimate are known before anything is compiled. The
+kernels are renamed ``hwc_kernel_<name>`` (``__`` names are reserved to the C
+implementation).
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ from dataclasses import dataclass
 from hwcompile.errors import TargetError
 
 KERNEL_PREFIX = "__tvm_ffi_"
+# What the kernels are called in the emitted C: names with "__" are reserved to the C
+# implementation, and "hwc_" is the generated code's own prefix.
+SYMBOL_PREFIX = "hwc_kernel_"
 # What the generated code may call besides other kernels: the workspace and error hooks
 # the glue defines, and the C99 <math.h> functions TVM's intrinsics lower to.
 _RUNTIME_CALLS = {"TVMBackendAllocWorkspace", "TVMBackendFreeWorkspace",
@@ -56,7 +62,7 @@ class KernelSource:
     kernels: dict[str, Kernel]
 
     def symbol(self, name: str) -> str:
-        return f"{KERNEL_PREFIX}{name}"
+        return f"{SYMBOL_PREFIX}{name}"
 
 
 def _bodies(source: str) -> dict[str, str]:
@@ -110,4 +116,7 @@ def parse(source: str, expected: list[str]) -> KernelSource:
                           "use --emit c-library")
     text = _DROPPED_LINES.sub("", source.split("\n", 1)[1])  # line 1: "// tvm target: ..."
     text = _EXTERN_PROTOTYPE.sub("", text)
+    text = re.sub(rf"\b{KERNEL_PREFIX}(\w+)\b",
+                  lambda m: SYMBOL_PREFIX + m.group(1) if m.group(1) in bodies else m.group(0),
+                  text)
     return KernelSource(text.strip() + "\n", kernels)
