@@ -146,17 +146,14 @@ def _compile(entry: CorpusModel, path, out_dir) -> tuple[subprocess.CompletedPro
     return proc, time.perf_counter() - start
 
 
-def _report(request, line: str) -> None:
+def _report(capsys, line: str) -> None:
     """One line in pytest's output even under -q and output capture (compile times)."""
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is None:
-        print(line)
-    else:
-        reporter.write_line(f"[corpus] {line}")
+    with capsys.disabled():
+        print(f"\n[corpus] {line}", flush=True)
 
 
 @pytest.mark.parametrize("entry", [_param(m) for m in MODELS])
-def test_corpus_model(entry: CorpusModel, tmp_path, record_property, request):
+def test_corpus_model(entry: CorpusModel, tmp_path, record_property, request, capsys):
     try:
         path = fetch(entry)
     except FetchError as err:
@@ -166,9 +163,10 @@ def test_corpus_model(entry: CorpusModel, tmp_path, record_property, request):
     record = {"compile_s": round(compile_s, 1), "ok": proc.returncode == 0,
               "error": "" if proc.returncode == 0 else _error_line(proc)}
     record_property("compile_s", record["compile_s"])
-    request.config.cache.set(f"hwcompile/corpus/{entry.name}", record)
+    if getattr(request.config, "cache", None) is not None:  # absent under -p no:cacheprovider
+        request.config.cache.set(f"hwcompile/corpus/{entry.name}", record)
     if proc.returncode != 0:
-        _report(request, f"{entry.name}: compile {compile_s:.1f} s, FAILED: {record['error']}")
+        _report(capsys, f"{entry.name}: compile {compile_s:.1f} s, FAILED: {record['error']}")
     assert proc.returncode == 0, f"hwcompile compile {entry.name}: {record['error']}"
 
     import hwcompile
@@ -200,7 +198,7 @@ def test_corpus_model(entry: CorpusModel, tmp_path, record_property, request):
             problems.append(f"output {name}: non-finite values")
         elif not err <= entry.tol:
             problems.append(f"output {name}: rel_err {err:.3e} > tol {entry.tol:g}")
-    _report(request, f"{entry.name}: compile {compile_s:.1f} s, run {run_s * 1e3:.1f} ms; "
+    _report(capsys, f"{entry.name}: compile {compile_s:.1f} s, run {run_s * 1e3:.1f} ms; "
             + "; ".join(report))
     record_property("run_ms", round(run_s * 1e3, 2))
     assert not problems, "; ".join(problems)
