@@ -43,7 +43,9 @@ def test_importer_primfuncs_survive_the_passes(tmp_path, mode):
              helper.make_node("Clip", ["c", "lo", "hi"], ["y"])]
     model = float_model("pad_conv", nodes, [pads, w, *bounds], {"x": [1, 3, 8, 8]},
                         {"y": [1, 4, 9, 9]}, opset=11)
-    _compile_and_compare(tmp_path, model, _rng_inputs({"x": (1, 3, 8, 8)}))
+    art = _compile_and_compare(tmp_path, model, _rng_inputs({"x": (1, 3, 8, 8)}))
+    # every kernel got its default schedule
+    assert _lowering(art) == {"pipeline": "hwcompile-cpu", "layout": "full"}
 
 
 def test_symbolic_shapes_from_a_shape_input(tmp_path):
@@ -110,3 +112,44 @@ def test_a_failing_cpu_pipeline_falls_back_to_tvms_stock_lowering(tmp_path, monk
     art = _compile_and_compare(tmp_path, model, _rng_inputs({"x": (1, 3, 8, 8)}))
     lowering = _lowering(art)
     assert lowering["pipeline"] == "tvm-stock" and lowering["fallback_reason"]
+
+
+def test_transposed_convolutions_keep_their_layout(tmp_path):
+    """conv2d_transpose legalizes in NCHW only: converting it with its conv neighbours
+    ended DBNet heads (PaddleOCR detectors) in "CodeGenVM cannot emit this operator"."""
+    w = numpy_helper.from_array(np.random.default_rng(3).standard_normal((8, 4, 2, 2))
+                                .astype(np.float32), "wt")
+    model = _conv_then(helper.make_node("ConvTranspose", ["c", "wt"], ["y"], strides=[2, 2]),
+                       [1, 4, 16, 16])
+    model.graph.initializer.append(w)
+    art = _compile_and_compare(tmp_path, model, _rng_inputs({"x": (1, 3, 8, 8)}), rtol=1e-4,
+                               atol=1e-4)
+    lowering = _lowering(art)
+    assert lowering["pipeline"] == "hwcompile-cpu" and lowering["layout"] == "full"
+
+
+def test_boolean_outputs_are_not_vectorized(tmp_path):
+    """A kernel storing bools (attention masks in transformer exports): TVM cannot vectorize
+    those stores (dtype mismatch on BufferStore)."""
+    nodes = [helper.make_node("Cast", ["x"], ["i"], to=3),  # int8
+             helper.make_node("Greater", ["i", "zero"], ["y"])]
+    zero = numpy_helper.from_array(np.array(0, np.int8), "zero")
+    model = float_model("mask", nodes, [zero], {"x": [4, 64]}, {"y": [4, 64]})
+    model.graph.output[0].type.tensor_type.elem_type = 9  # bool
+    feeds = {"x": (np.random.default_rng(4).standard_normal((4, 64)) * 3).astype(np.float32)}
+    art = _compile_and_compare(tmp_path, model, feeds)
+    assert _lowering(art) == {"pipeline": "hwcompile-cpu", "layout": "none"}  # none failed
+
+
+def test_transposed_convolution_weights_keep_their_order(tmp_path):
+    """A DBNet head (PaddleOCR detectors): ConvTranspose 24 → 1 channels with its bias and a
+    sigmoid. The kernel reads its weight flipped (``1 - kh``); re-laying that weight out for
+    the register tile produced garbage (relative error 1.0)."""
+    rng = np.random.default_rng(5)
+    w = numpy_helper.from_array(rng.standard_normal((24, 1, 2, 2)).astype(np.float32), "w")
+    b = numpy_helper.from_array(rng.standard_normal(1).astype(np.float32), "b")
+    nodes = [helper.make_node("ConvTranspose", ["x", "w", "b"], ["t"], strides=[2, 2],
+                              kernel_shape=[2, 2]),
+             helper.make_node("Sigmoid", ["t"], ["y"])]
+    model = float_model("db_head", nodes, [w, b], {"x": [1, 24, 16, 16]}, {"y": [1, 1, 32, 32]})
+    _compile_and_compare(tmp_path, model, _rng_inputs({"x": (1, 24, 16, 16)}))

@@ -64,6 +64,11 @@ def _loop_extents(sch: Schedule, loops: list) -> list[int | None]:
     return extents
 
 
+def _touches_bool(sch: Schedule, block) -> bool:
+    stmt = sch.get(block)
+    return any(str(region.source.dtype) == "bool" for region in [*stmt.reads, *stmt.writes])
+
+
 def _schedule_elementwise(sch: Schedule, block, lanes: int) -> None:
     """Outer loops parallel, innermost vectorized when it is a spatial, static loop."""
     loops = sch.get_loops(block)
@@ -75,6 +80,8 @@ def _schedule_elementwise(sch: Schedule, block, lanes: int) -> None:
         return  # a symbolic innermost loop (outer ones, like the batch, may be symbolic)
     inner = loops[-1]
     vec = _divisor(extents[-1], (lanes * 2, lanes, 4)) if extents[-1] >= 4 else 1
+    if _touches_bool(sch, block):
+        vec = 1  # TVM cannot vectorize stores to bool buffers (a dtype mismatch at codegen)
     if vec > 1:
         _, inner = sch.split(inner, [None, vec])
         sch.vectorize(inner)
@@ -172,11 +179,37 @@ def _prepack_weights(sch: Schedule) -> None:
     every ``channels`` elements. This is MetaSchedule's own RewriteLayout postprocessor, as
     a postprocessing step of the trace, so tuning replays it like its own candidates'. The
     copy is split into its own function and folded at compile time (see pipeline.py)."""
-    if not sch.mod["main"].attrs.get("layout_free_buffers"):
+    func = sch.mod["main"]
+    free = [func.params[int(i)] for i in func.attrs.get("layout_free_buffers", [])]
+    if not free or not _read_in_plain_order(sch, free):
         return
     sch.enter_postproc()
     if not ms.postproc.RewriteLayout().apply(sch):
         raise ScheduleError("RewriteLayout failed")
+
+
+def _plain_index(index: tirx.PrimExpr) -> bool:
+    """A loop variable, a constant, or sums and positive multiples of them."""
+    if isinstance(index, (tirx.Var, tirx.IntImm)):
+        return True
+    if isinstance(index, tirx.Add):
+        return _plain_index(index.a) and _plain_index(index.b)
+    if isinstance(index, tirx.Mul):
+        return (_plain_index(index.a) and isinstance(index.b, tirx.IntImm)
+                and int(index.b) > 0)
+    return False
+
+
+def _read_in_plain_order(sch: Schedule, buffers: list) -> bool:
+    """Whether every block reads ``buffers`` at plain indices. RewriteLayout re-lays out
+    a weight read through a flipped index (``1 - kh``: a transposed conv's kernel) wrongly:
+    it produced garbage on PaddleOCR's DBNet head."""
+    for block in sch.get_child_blocks(sch.get_sblock("root")):
+        for region in sch.get(block).reads:
+            if any(region.source.same_as(b) for b in buffers) and not all(
+                    _plain_index(r.min) for r in region.region):
+                return False
+    return True
 
 
 def _inline_epilogue(sch: Schedule, writeback) -> None:

@@ -22,6 +22,8 @@ def cpu_layout(target: tvm.target.Target, report: dict | None = None) -> tvm.tra
     conversion went (``guarded_layout.py``)."""
 
     def desired(call: relax.Call) -> dict[str, list[str]]:  # called for every op call
+        if call.op.name == "relax.nn.conv2d_transpose":  # legalizes in NCHW only: keep it
+            return {call.op.name: ["NCHW", "IOHW"]}
         if call.op.name != "relax.nn.conv2d":
             return {}
         dense = int(call.attrs.groups) == 1

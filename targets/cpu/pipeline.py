@@ -4,7 +4,8 @@ Tuning extracts its tasks from the module after ``tunable_passes``; compiling ru
 same passes, so every fused kernel is structurally identical to a tuned workload and a
 database record applies to it. After them: tuned schedules from the database (if any),
 heuristic defaults for the rest (``defaults.py``), weight re-layouts those schedules
-asked for split out and folded into the constants, then TVM's stock lowering.
+asked for split out and folded into the constants (one LLVM build for all of them,
+``batched_fold.py``), then TVM's stock lowering.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import tvm
 from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 
+from .batched_fold import batched_fold_constant
 from .defaults import HeuristicCpuSchedule
 from .int8_dot import int8_dot_product
 from .layout import cpu_layout
@@ -23,8 +25,10 @@ def tunable_passes(target: tvm.target.Target, report: dict | None = None
     """Layout choice, op legalization and fusion: what tuning tasks are cut from. Kernels
     learn which parameters are constant weights (``layout_free_buffers``): schedules,
     tuned or default, may then change those weights' layout for free."""
+    legalize = [batched_fold_constant() if p.info.name == "FoldConstant" else p
+                for p in cpu_generic.legalize_passes(target)]
     return [cpu_layout(target, report), *cpu_generic.library_dispatch_passes(target),
-            *cpu_generic.legalize_passes(target), relax.transform.AttachAttrLayoutFreeBuffers()]
+            *legalize, relax.transform.AttachAttrLayoutFreeBuffers()]
 
 
 def tunable_module(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
@@ -59,7 +63,7 @@ def cpu_pipeline(target: tvm.target.Target, lanes: int, database: object | None 
         if database is not None:
             scheduling[:0] = [relax.transform.MetaScheduleApplyDatabase(),
                               count_scheduled(stats)]
-        scheduling += [relax.transform.SplitLayoutRewritePreproc(), relax.transform.FoldConstant()]
+        scheduling += [relax.transform.SplitLayoutRewritePreproc(), batched_fold_constant()]
         passes = (tunable_passes(target, stats) + scheduling
                   + cpu_generic.dataflow_lower_passes(target) + cpu_generic.finalize_passes(target))
         with target:
