@@ -17,10 +17,10 @@ import argparse
 import os
 import tempfile
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from _timing import kernel_times, top_kernels
 
 import hwcompile
 from hwcompile.bench import set_threads, summarize, time_calls
@@ -39,24 +39,11 @@ def measure(art: Path, feeds: dict, repeat: int) -> dict:
 
 
 def kernel_breakdown(art: Path, feeds: dict, top: int = 8) -> list[tuple[str, float]]:
-    """Milliseconds per kernel name (summed over one call), largest first."""
-    import tvm
-
+    """Milliseconds per kernel name in one call (_timing.kernel_times), largest first."""
     model = hwcompile.load(art)
-    inputs = model.to_device(feeds)
-    totals: dict[str, float] = defaultdict(float)
-    starts: dict[str, float] = {}
-
-    def instrument(func, name, before_run, ret_value, *args):
-        if before_run:
-            starts[name] = time.perf_counter()
-        else:
-            totals[name] += (time.perf_counter() - starts[name]) * 1e3
-        return 0
-
-    model._vm.set_instrument(tvm.runtime.convert(instrument))
-    model.invoke(inputs)
-    return sorted(totals.items(), key=lambda kv: -kv[1])[:top]
+    profile = kernel_times(model, model.to_device(feeds), calls=1)
+    times = {**profile["kernels"], **profile["builtins"]}
+    return [(k["kernel"], k["ms"]) for k in top_kernels(times, top)]
 
 
 def main() -> None:
