@@ -127,7 +127,7 @@ def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
     return float(np.max(diff, initial=0.0)) / scale
 
 
-def _error_line(proc: subprocess.CompletedProcess) -> str:
+def error_line(proc: subprocess.CompletedProcess) -> str:
     lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
     errors = [ln for ln in lines if ln.startswith("error:")]
     return (errors or lines or [f"exit {proc.returncode}"])[-1]
@@ -161,7 +161,7 @@ def test_corpus_model(entry: CorpusModel, tmp_path, record_property, request, ca
 
     proc, compile_s = _compile(entry, path, tmp_path / entry.name)
     record = {"compile_s": round(compile_s, 1), "ok": proc.returncode == 0,
-              "error": "" if proc.returncode == 0 else _error_line(proc)}
+              "error": "" if proc.returncode == 0 else error_line(proc)}
     record_property("compile_s", record["compile_s"])
     if getattr(request.config, "cache", None) is not None:  # absent under -p no:cacheprovider
         request.config.cache.set(f"hwcompile/corpus/{entry.name}", record)
