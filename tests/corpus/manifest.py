@@ -255,19 +255,11 @@ MODELS += [
 # line, or the mismatch. The test marks these xfail(strict=True); delete an entry when
 # its model passes.
 XFAIL = {
-    "ppocrv5_rec":
-        "output fetch_name_0: rel_err 1.28e-04 > tol 1e-4 (onnxruntime's own spread is 3.9e-06). "
-        "The logits before the final Softmax are within 1.4e-06 (tools/corpus/probe.py): the "
-        "Softmax over 18385 classes loses it; alone, on random logits, hwcompile's Softmax "
-        "is 9.6e-05 from float64, onnxruntime's 6.1e-06",
     "silero_vad":
         "LSTM node 'If_0_else_branch__Inline_0__/decoder/If_1_If_0_else_branch__Inline_0__/"
         "decoder/rnn/LSTM__hwc': its input '…/decoder/rnn/Unsqueeze_3_output_0__hwc' has 5 "
         "dims; LSTM takes 3 (in the else branch of If node 'If_0', decided at run time: both "
         "branches are compiled, so each must fit the given input shapes)",
-    "bert_tiny_dynamo":
-        "output last_hidden_state: rel_err 6.2e-03 > tol 1e-4: GatherND on the bool attention "
-        "mask (node producing val_39) returns all False, so every key is masked",
     "sklearn_mlp_digits":
         "unsupported operators: ai.onnx.ml.Scaler (nodes: digits_Scaler); "
         "ai.onnx.ml.ArrayFeatureExtractor (nodes: digits_ArrayFeatureExtractor)",
