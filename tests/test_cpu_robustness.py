@@ -185,5 +185,22 @@ def test_gather_nd_with_constant_indices(tmp_path, dtype):
                               [numpy_helper.from_array(idx, "idx")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 8
-    _compile_and_compare(tmp_path, model, {"m": (np.arange(16) % 3 == 0).reshape(1, 16)
-                                           .astype(dtype)})
+    art = _compile_and_compare(tmp_path, model, {"m": (np.arange(16) % 3 == 0).reshape(1, 16)
+                                                 .astype(dtype)})
+    assert "default_schedule_failed" not in _lowering(art)
+
+
+def test_min_of_scalars_next_to_a_conv(tmp_path):
+    """ONNX Min/Max of scalars import as ``stack`` of 0-d tensors, on which ConvertLayout
+    divided by zero and killed the process (SIGFPE): such modules skip the plain pass."""
+    zero = numpy_helper.from_array(np.array(0.0, np.float32), "zero")
+    w = numpy_helper.from_array(np.random.default_rng(7).standard_normal((4, 3, 3, 3))
+                                .astype(np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("ReduceMin", ["c"], ["m"], keepdims=0),
+             helper.make_node("Min", ["m", "zero"], ["mm"]),
+             helper.make_node("Sub", ["c", "mm"], ["y"])]
+    model = float_model("min_scalars", nodes, [w, zero], {"x": [1, 3, 8, 8]},
+                        {"y": [1, 4, 8, 8]})
+    art = _compile_and_compare(tmp_path, model, _rng_inputs({"x": (1, 3, 8, 8)}))
+    assert _lowering(art) == {"pipeline": "hwcompile-cpu", "layout": "partial"}

@@ -13,7 +13,7 @@ from hwcompile.rewrite import dataflow_bindings
 
 from . import accuracy, qdq, report  # noqa: F401  (qdq registers lower-qdq)
 from .calibration import FloatProbe, collect, tensor_range
-from .rewrite import IntegerEmitter, plan
+from .rewrite import IntegerEmitter, UnquantizableLayer, plan
 from .scheme import resolve_scheme
 
 REPORT_SAMPLES = 256  # samples the per-layer error report runs on
@@ -67,9 +67,10 @@ def quantize(model: Model, ctx: PassContext, *,
         return IntegerEmitter(model, the_plan, scheme, ranges, kept, shifts, method)
 
     kept = set(keep_float or [])
-    emitter = make(kept)
-    quantized = emitter.run()
+    emitter, quantized, left_float = _emit_quantizable(make, kept, ctx)
     extra: dict = {"calibration_samples": data.num_samples, "statistics_from_cache": from_cache}
+    if left_float:
+        extra["left_float"] = left_float
     if max_drop is not None:
         quantized, emitter, kept, extra["accuracy"] = _control(
             float_probe, quantized, emitter, kept, names, make, max_drop, eval, data, ctx)
@@ -84,6 +85,20 @@ def quantize(model: Model, ctx: PassContext, *,
     notes["quantization"] = report.annotations(scheme, emitter.records, emitter.input_qparams,
                                                kept_list)
     return quantized.replace(annotations=notes)
+
+
+def _emit_quantizable(make, kept: set[str], ctx) -> tuple:
+    """The integer model, with every layer that has no integer form (``kept`` grows by
+    them) left in float; says which and why, one line each."""
+    left_float: dict[str, str] = {}
+    while True:
+        emitter = make(kept)
+        try:
+            return emitter, emitter.run(), left_float
+        except UnquantizableLayer as err:
+            kept.add(err.layer)
+            left_float[err.layer] = err.reason
+            ctx.progress(f"quantize: layer '{err.layer}' left in float: {err.reason}")
 
 
 def _control(float_probe, quantized, emitter, kept, names, make, max_drop, eval_path, data, ctx):

@@ -72,6 +72,14 @@ class Plan:
         return [layer.name for layer in self.layers.values()]
 
 
+class UnquantizableLayer(ValueError):
+    """A layer whose integer form cannot represent it; the pass keeps it in float."""
+
+    def __init__(self, layer: str, reason: str):
+        super().__init__(f"layer '{layer}': {reason}")
+        self.layer, self.reason = layer, reason
+
+
 def _layer_name(weight: str) -> str:
     for suffix in (".weight", ".bn", ".permute_dims", "_weight"):
         cut = weight.find(suffix)
@@ -317,7 +325,8 @@ class IntegerEmitter:
         w_sum = w_q.astype(np.int64).sum(axis=reduce_axes)
         bias_q = np.round(bias / s_acc).astype(np.int64) - zp_x * w_sum
         if np.abs(bias_q).max(initial=0) >= 2 ** 31:
-            raise ValueError(f"layer '{layer.name}': quantized bias overflows int32")
+            raise UnquantizableLayer(layer.name, "its quantized bias overflows int32 (the "
+                                     "input and weight scales are too small for the bias)")
         w_param = rc.param(rc.unique_name(f"{layer.name}.weight_int8"), w_q)
         out_ndim = tail_var.ty.ndim
         shape = _channel_shape(layer.kind, out_ndim, channels)

@@ -275,10 +275,10 @@ def heuristic_schedule(mod: IRModule, lanes: int, dot: DotProduct | None = None)
                 _schedule_elementwise(sch, block, lanes)
             except ScheduleError:
                 pass  # a block left as is is still correct
-    if tensorize is None and reductions:  # weights of conv/matmul/pooling kernels only:
-        _prepack_weights(sch)  # RewriteLayout garbled a gather_nd's constant indices
-    else:  # the weights already packed in the dot product's tiles (int8_dot.py)
+    if tensorize is not None:  # the weights already packed in the dot product's tiles
         sch.tensorize(*tensorize)
+    elif reductions:  # conv/matmul/pooling weights only: RewriteLayout garbled the
+        _prepack_weights(sch)  # constant indices of an elementwise gather_nd
     return sch
 
 

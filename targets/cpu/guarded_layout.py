@@ -7,7 +7,7 @@ AlexNet, a Conv1d model) in internal errors. So, in order:
 
 1. no convolution the layout callback wants changed: nothing to do (the layout serves
    the conv kernels only);
-2. the plain pass;
+2. the plain pass, unless the module calls an operator in ``UNSAFE_OPS``;
 3. the plain pass with every operator outside ``PROPAGATING_OPS`` hidden behind an opaque
    placeholder call: ConvertLayout gives operators it does not know their inputs back in
    the original layout, so the conversion stops at them; the operators are put back after;
@@ -38,7 +38,25 @@ PROPAGATING_OPS = frozenset(f"relax.{name}" for name in (
     "nn.max_pool2d", "nn.avg_pool2d", "nn.adaptive_avg_pool2d", "concat",
     "image.resize2d", "quantize", "dequantize"))
 
+# Operators whose layout inference does worse than fail: ``stack`` of 0-d tensors (ONNX Min
+# and Max of scalars) kills the process with a division by zero inside ConvertLayout. A
+# module with any of them skips step 2.
+UNSAFE_OPS = frozenset({"relax.stack"})
+
 _PLACEHOLDER = "hwcompile.layout_opaque"
+
+
+def _calls_any(mod: IRModule, ops: frozenset[str]) -> bool:
+    found = False
+
+    def visit(expr: relax.Expr) -> None:
+        nonlocal found
+        found = found or call_name(expr) in ops
+
+    for _, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func, visit)
+    return found
 
 
 def _wants_new_layout(mod: IRModule, layout_cb: LayoutCallback) -> bool:
@@ -107,8 +125,9 @@ def guarded_convert_layout(layout_cb: LayoutCallback,
         if not _wants_new_layout(mod, layout_cb):
             outcome("none")
             return mod
-        for label, attempt in (("full", convert), ("partial",
-                               lambda m: _convert_propagating_only(m, convert))):
+        attempts = [("full", convert), ("partial",
+                                        lambda m: _convert_propagating_only(m, convert))]
+        for label, attempt in attempts[_calls_any(mod, UNSAFE_OPS):]:
             try:
                 converted = attempt(mod)
                 outcome(label)
