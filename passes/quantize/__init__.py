@@ -74,10 +74,12 @@ def quantize(model: Model, ctx: PassContext, *,
     if max_drop is not None:
         quantized, emitter, kept, extra["accuracy"] = _control(
             float_probe, quantized, emitter, kept, names, make, max_drop, eval, data, ctx)
-    positions = sorted({r.position for r in emitter.records} | {len(bindings) - 1})
+    # The last float tensor stands for the output (the last binding may be a tuple).
+    last = float_probe.positions[-1]
+    positions = sorted({r.position for r in emitter.records} | {last})
     errors = accuracy.layer_errors(float_probe, lambda: make(kept), positions,
                                    data.head(REPORT_SAMPLES))
-    extra["output_sqnr_db"] = report._number(errors[len(bindings) - 1][0])
+    extra["output_sqnr_db"] = report._number(errors[last][0])
     kept_list = [n for n in names if n in kept]
     ctx.details.update(report.details(scheme, emitter.records, errors, kept_list,
                                       model.weight_bytes, quantized.weight_bytes, extra))

@@ -310,6 +310,8 @@ class IntegerEmitter:
     # -- layers --
     def layer(self, rc: RebuildContext, layer: Layer, tail_var: relax.Var) -> relax.Expr:
         core = self.bindings[layer.core].value
+        if core.args[0] not in self.key:  # e.g. an LSTM's initial state times its weights
+            raise UnquantizableLayer(layer.name, "its input is a constant, not an activation")
         q_x, qp_x = self.int8(rc, core.args[0])
         w = self.model.params[layer.weight].astype(np.float64)
         axis = 0 if layer.kind == "conv2d" else 1
