@@ -16,7 +16,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-from hwcompile.onnx_legalize import REWRITES, legalize
+from hwcompile.onnx_rewrite.importer_gaps import REWRITES, legalize
 
 # What cannot pass, by design, and must end with its one-line error: Gradient (a training
 # op), StringNormalizer (string tensors; TVM has no string dtype) and a SplitToSequence
