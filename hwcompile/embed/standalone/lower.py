@@ -1,7 +1,7 @@
 """Relax → planned ``main`` + the C source of the kernels it calls (TVM's ``c`` target).
 
 The graph is lowered with TVM's stock CPU passes (legalize, fuse), not the CPU target's
-x86 schedules: the kernels must be plain loops any C compiler builds, with no vector types
+vector schedules: the kernels must be plain loops any C compiler builds, with no vector types
 and no LLVM intrinsics. Lowering stops right after ``StaticPlanBlockMemory``, where ``main``
 is a sequence of storage allocations, tensor views and direct kernel calls (see
 schedule.py); the VM-specific passes after it are not run, since the glue replaces the VM.
