@@ -6,7 +6,8 @@
 2. until nothing changes: shape computations folded (``folding``), constant ``If``
    branches inlined, static loops unrolled (``control_flow``);
 3. Ifs decided at run time turned into both branches + ``Where`` where they can be,
-   recurrent cells expanded (``recurrent``), integer operators rewritten (``integer``);
+   recurrent cells expanded (``recurrent``), integer operators rewritten (``integer``),
+   scikit-learn's ai.onnx.ml wrappers written in standard ops (``onnx_ml``);
    2 and 3 again until nothing changes;
 4. any ``Loop``/``Scan`` left is refused with its reason.
 
@@ -19,7 +20,7 @@ import onnx
 import onnx.inliner
 
 from ..errors import UnsupportedOpError
-from . import control_flow, folding, integer, recurrent
+from . import control_flow, folding, integer, onnx_ml, recurrent
 from .graph import all_graphs, analyze
 
 #: A bound on folding/inlining rounds; each round removes at least one node or nesting level.
@@ -46,7 +47,7 @@ def prepare(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
         for _ in range(MAX_ROUNDS):  # an expansion may expose more to fold, and vice versa
             simplify(model)
             if not (control_flow.select_runtime_ifs(model) + recurrent.expand_recurrent(model)
-                    + integer.rewrite_integer_ops(model)):
+                    + integer.rewrite_integer_ops(model) + onnx_ml.rewrite_ml_ops(model)):
                 break
     except UnsupportedOpError as err:
         raise UnsupportedOpError(f"{source}: {err}") from None

@@ -260,9 +260,6 @@ XFAIL = {
         "decoder/rnn/LSTM__hwc': its input '…/decoder/rnn/Unsqueeze_3_output_0__hwc' has 5 "
         "dims; LSTM takes 3 (in the else branch of If node 'If_0', decided at run time: both "
         "branches are compiled, so each must fit the given input shapes)",
-    "sklearn_mlp_digits":
-        "unsupported operators: ai.onnx.ml.Scaler (nodes: digits_Scaler); "
-        "ai.onnx.ml.ArrayFeatureExtractor (nodes: digits_ArrayFeatureExtractor)",
 }
 
 MODELS = [replace(m, xfail=XFAIL.get(m.name, "")) for m in MODELS]
