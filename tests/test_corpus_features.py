@@ -56,7 +56,7 @@ def _cases():
                                marks=[pytest.mark.slow] if slow else [])
 
 
-@pytest.mark.parametrize(("entry", "feature"), _cases())
+@pytest.mark.parametrize(("entry", "feature"), list(_cases()))
 def test_feature_works_or_says_why(entry, feature, tmp_path):
     try:
         worked, line = run_feature(entry, feature, tmp_path)
