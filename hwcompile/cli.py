@@ -15,11 +15,12 @@ from .errors import HwcompileError
 
 def cmd_compile(args: argparse.Namespace) -> int:
     from .driver import compile as compile_model
-    from .frontend import parse_input_shapes
+    from .frontend import parse_input_shapes, parse_input_values
     from .progress import say
 
     compile_model(args.model, target=args.target, output=args.output, passes=args.passes,
                   input_shapes=parse_input_shapes(args.input_shape or []),
+                  input_values=parse_input_values(args.input_value or []),
                   calibration=args.calibration, dump_ir=args.dump_ir, progress=say,
                   emit=args.emit or (), emit_options=_emit_options(args), db=args.db)
     return 0
@@ -128,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--passes", help="pass spec, e.g. 'fold-constants,fold-batchnorm,dce'")
     p.add_argument("--input-shape", action="append", metavar="NAME=1x3x224x224",
                    help="fix a symbolic input shape (repeatable)")
+    p.add_argument("--input-value", action="append", metavar="NAME=NUMBER",
+                   help="fix a scalar input to a value; it is no longer an input (repeatable)")
     p.add_argument("--calibration", help="calibration data: .npz or a directory of them")
     p.add_argument("--dump-ir", metavar="DIR", help="write the Relax IR after each pass")
     p.add_argument("--emit", action="append", choices=["c-library", "c-standalone"],

@@ -24,6 +24,7 @@ def compile(  # mirrors the CLI verb, as tvm.compile does
     output: str | Path = "out",
     passes: str | Sequence[str] | None = None,
     input_shapes: Mapping[str, tuple[int, ...]] | None = None,
+    input_values: Mapping[str, float] | None = None,
     calibration: Any = None,
     dump_ir: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
@@ -45,7 +46,7 @@ def compile(  # mirrors the CLI verb, as tvm.compile does
         source = model
     else:
         say(f"importing {model if not isinstance(model, onnx.ModelProto) else 'ONNX model'}")
-        source = import_onnx(model, input_shapes=input_shapes)
+        source = import_onnx(model, input_shapes=input_shapes, input_values=input_values)
     ctx = PassContext(constraints=target.constraints, calibration=calibration, progress=say,
                       target=target)
     optimized, report = run_pipeline(source, calls, ctx, dump_ir=dump_ir)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnx.version_converter
-from onnx import shape_inference
+from onnx import numpy_helper, shape_inference
 
 from .errors import InputError, ModelLoadError, UnsupportedOpError
 from .model import Dim, Model, TensorSpec, shape_of
@@ -45,6 +45,38 @@ def parse_input_shapes(specs: Sequence[str]) -> dict[str, tuple[int, ...]]:
             )
         shapes[name] = shape
     return shapes
+
+
+def parse_input_values(specs: Sequence[str]) -> dict[str, float]:
+    """``["sr=16000"]`` → ``{"sr": 16000.0}`` (scalar inputs fixed to a value)."""
+    values: dict[str, float] = {}
+    for spec in specs:
+        name, sep, text = spec.partition("=")
+        try:
+            values[name] = float(text)
+        except ValueError:
+            name = ""
+        if not sep or not name:
+            raise InputError(f"bad --input-value '{spec}': expected NAME=NUMBER, e.g. sr=16000")
+    return values
+
+
+def _fix_input_values(proto: onnx.ModelProto, values: Mapping[str, float], source: str) -> None:
+    """Scalar inputs become constants of the given value: what depends on them only (an
+    ``If`` on a sample rate) then folds away, as with fixed shapes."""
+    inputs = {vi.name: vi for vi in _graph_inputs(proto)}
+    for name, value in values.items():
+        vi = inputs.get(name)
+        if vi is None:
+            raise InputError(f"{source}: --input-value names '{name}', but the model's inputs "
+                             f"are {', '.join(inputs)}")
+        tensor = vi.type.tensor_type
+        if len(tensor.shape.dim) != 0 or tensor.elem_type not in _ONNX_DTYPES:
+            raise InputError(f"{source}: --input-value {name}: only scalar numeric inputs can "
+                             f"be fixed to a value (its shape is {_value_spec(vi).shape})")
+        array = np.array(value, dtype=_ONNX_DTYPES[tensor.elem_type])
+        proto.graph.input.remove(vi)
+        proto.graph.initializer.append(numpy_helper.from_array(array, name))
 
 
 def load_onnx(path: str | Path) -> onnx.ModelProto:
@@ -234,10 +266,12 @@ def import_onnx(
     model: str | Path | onnx.ModelProto,
     input_shapes: Mapping[str, tuple[int, ...]] | None = None,
     name: str | None = None,
+    input_values: Mapping[str, float] | None = None,
 ) -> Model:
     """Import an ONNX model (file or proto) into a ``Model``.
 
-    Symbolic dimensions stay symbolic unless ``input_shapes`` fixes them.
+    Symbolic dimensions stay symbolic unless ``input_shapes`` fixes them; ``input_values``
+    turns scalar inputs into constants (see ``_fix_input_values``).
     """
     from tvm import relax
     from tvm.relax.frontend.onnx import from_onnx
@@ -258,6 +292,7 @@ def import_onnx(
     _drop_initializer_inputs(proto)
     _symbolic_dims(proto)
     _fix_input_shapes(proto, input_shapes or {}, source)
+    _fix_input_values(proto, input_values or {}, source)
     # The rewrites know each opset's semantics, so they run on the model's own opset.
     proto = legalize(prepare(proto, source), input_shapes=input_shapes)
     proto, upgraded_from = _upgrade_opset(proto, source)

@@ -133,11 +133,21 @@ def error_line(proc: subprocess.CompletedProcess) -> str:
     return (errors or lines or [f"exit {proc.returncode}"])[-1]
 
 
-def _compile(entry: CorpusModel, path, out_dir) -> tuple[subprocess.CompletedProcess, float]:
-    cmd = [HWCOMPILE, "compile", str(path), "--target", "cpu", "-o", str(out_dir)]
+def cli_input_args(entry: CorpusModel) -> list[str]:
+    """``--input-shape`` for every input with dims; ``--input-value`` for the "value"
+    inputs (a sample rate), which then are no inputs of the artifact."""
+    args = []
     for spec in entry.inputs:
-        if spec.shape:  # scalars are already fixed
-            cmd += ["--input-shape", f"{spec.name}={'x'.join(map(str, spec.shape))}"]
+        if spec.gen == "value" and not spec.shape:
+            args += ["--input-value", f"{spec.name}={spec.value:g}"]
+        elif spec.shape:
+            args += ["--input-shape", f"{spec.name}={'x'.join(map(str, spec.shape))}"]
+    return args
+
+
+def _compile(entry: CorpusModel, path, out_dir) -> tuple[subprocess.CompletedProcess, float]:
+    cmd = [HWCOMPILE, "compile", str(path), "--target", "cpu", "-o", str(out_dir),
+           *cli_input_args(entry)]
     timeout = FAST_COMPILE_TIMEOUT_S if entry.fast else SLOW_COMPILE_TIMEOUT_S
     env = {k: v for k, v in os.environ.items() if k != "HWCOMPILE_DEBUG"}
     start = time.perf_counter()
@@ -174,7 +184,7 @@ def test_corpus_model(entry: CorpusModel, tmp_path, record_property, request, ca
     feeds = make_feeds(entry)
     model = hwcompile.load(tmp_path / entry.name)
     start = time.perf_counter()
-    actual = model.run(feeds)
+    actual = model.run({spec.name: feeds[spec.name] for spec in model.inputs})
     run_s = time.perf_counter() - start
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

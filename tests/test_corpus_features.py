@@ -18,7 +18,7 @@ import pytest
 from conftest import HWCOMPILE
 from corpus.fetch import FetchError, fetch
 from corpus.manifest import BY_NAME, MODELS, CorpusModel
-from test_corpus import error_line, make_feeds
+from test_corpus import cli_input_args, error_line, make_feeds
 
 FEATURES = {
     "prune": ["--passes", "fold-constants,fold-batchnorm,prune(ratio=0.3)"],
@@ -34,15 +34,13 @@ def run_feature(entry: CorpusModel, feature: str, work: Path) -> tuple[bool, str
     """(worked, the error line or "works") for one model and feature, through the CLI."""
     path = fetch(entry)
     cmd = [HWCOMPILE, "compile", str(path), "--target", "cpu", "-o", str(work / feature),
-           *FEATURES[feature]]
-    for spec in entry.inputs:
-        if spec.shape:
-            cmd += ["--input-shape", f"{spec.name}={'x'.join(map(str, spec.shape))}"]
+           *FEATURES[feature], *cli_input_args(entry)]
     if "quantize" in " ".join(FEATURES[feature]):
         feeds = make_feeds(entry)
+        fixed = {spec.name for spec in entry.inputs if spec.gen == "value" and not spec.shape}
         calib = work / "calibration.npz"
         np.savez(calib, **{name: np.stack([value] * CALIBRATION_SAMPLES)
-                           for name, value in feeds.items()})
+                           for name, value in feeds.items() if name not in fixed})
         cmd += ["--calibration", str(calib)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, check=False)
     return proc.returncode == 0, "works" if proc.returncode == 0 else error_line(proc)

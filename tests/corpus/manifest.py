@@ -254,13 +254,7 @@ MODELS += [
 # What each model does through the CLI today (tools/corpus/survey.py): the exact error
 # line, or the mismatch. The test marks these xfail(strict=True); delete an entry when
 # its model passes.
-XFAIL = {
-    "silero_vad":
-        "LSTM node 'If_0_else_branch__Inline_0__/decoder/If_1_If_0_else_branch__Inline_0__/"
-        "decoder/rnn/LSTM__hwc': its input '…/decoder/rnn/Unsqueeze_3_output_0__hwc' has 5 "
-        "dims; LSTM takes 3 (in the else branch of If node 'If_0', decided at run time: both "
-        "branches are compiled, so each must fit the given input shapes)",
-}
+XFAIL: dict[str, str] = {}
 
 MODELS = [replace(m, xfail=XFAIL.get(m.name, "")) for m in MODELS]
 BY_NAME = {m.name: m for m in MODELS}
