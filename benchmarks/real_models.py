@@ -554,10 +554,17 @@ def versions() -> str:
 
 
 def _commit() -> str:
+    """HEAD of the checkout, "+ uncommitted changes" when tracked files differ from it (the
+    compile children import the working tree as it is when each one starts)."""
     import subprocess
 
-    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                          text=True, cwd=ROOT, check=False).stdout.strip()
+    def git(*cmd: str) -> str:
+        return subprocess.run(["git", *cmd], capture_output=True, text=True, cwd=ROOT,
+                              check=False).stdout.strip()
+
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    return head + (" + uncommitted changes" if git("status", "--porcelain",
+                                                   "--untracked-files=no") else "")
 
 
 # ---------------------------------------------------------------------------- main
@@ -603,6 +610,7 @@ def main(argv: list[str] | None = None) -> int:
     entries = select(args)
     command = ".venv/bin/python benchmarks/real_models.py " + " ".join(
         sys.argv[1:] if argv is None else argv)
+    commit = _commit()  # at the start: a shared checkout may move during a long run
     rows = []
     for entry in entries:
         started = time.perf_counter()
@@ -622,15 +630,16 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr, flush=True)
         gc.collect()
         if args.json:  # keep what is done if a later model takes the process down
-            _write_json(args, rows, command)
-    result = _write_json(args, rows, command)
+            _write_json(args, rows, command, commit)
+    result = _write_json(args, rows, command, commit)
     print(markdown(result))
     return 0
 
 
-def _write_json(args: argparse.Namespace, rows: list[dict], command: str) -> dict[str, Any]:
+def _write_json(args: argparse.Namespace, rows: list[dict], command: str,
+                commit: str) -> dict[str, Any]:
     result = {"meta": {"machine": machine(), "date": str(datetime.date.today()),
-                       "commit": _commit(), "command": command.strip(), "threads": args.threads,
+                       "commit": commit, "command": command.strip(), "threads": args.threads,
                        "repeat": args.repeat, "rounds": args.rounds, "warmup": args.warmup,
                        "calibration_samples": CALIBRATION_SAMPLES, "versions": versions(),
                        "vnni": has_vnni()},
