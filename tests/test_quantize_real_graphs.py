@@ -74,3 +74,20 @@ def test_constant_input_layer_and_two_outputs(tmp_path):
     got = hwcompile.load(art).run({"x": x})
     for value, ref in zip(got.values(), ort_run(model, {"x": x})):  # int8: 2% of the range
         np.testing.assert_allclose(value, ref, rtol=0, atol=0.02 * np.abs(ref).max())
+
+
+def test_scalar_intermediates(tmp_path):
+    """A 0-d float tensor inside the graph (PaddleOCR's exports compute such scalars): the
+    per-layer report stacked every float value per sample, and 0-d ones made it fail."""
+    rng = np.random.default_rng(2)
+    w = numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("ReduceMean", ["c"], ["m"], keepdims=0),  # shape ()
+             helper.make_node("Mul", ["c", "m"], ["y"])]
+    model = float_model("scalar", nodes, [w], {"x": [1, 3, 8, 8]}, {"y": [1, 8, 8, 8]})
+    calib = {"x": rng.standard_normal((8, 1, 3, 8, 8)).astype(np.float32)}
+    art = _quantize(tmp_path, model, calib)
+    x = calib["x"][0]
+    ref = ort_run(model, {"x": x})[0]
+    np.testing.assert_allclose(hwcompile.load(art)(x), ref, rtol=0,
+                               atol=0.05 * np.abs(ref).max())

@@ -45,9 +45,10 @@ def bias_shifts(model: Model, the_plan: Plan, stats: dict[str, TensorStats],
 
 def run_all(runner: Callable[[dict], list[np.ndarray]], data: CalibrationSet
             ) -> list[np.ndarray]:
-    """Every output of ``runner`` over the data, concatenated along the batch axis."""
+    """Every output of ``runner`` over the data, concatenated along the batch axis (0-d
+    values, scalars a graph computes, stacked)."""
     outs = [runner(feed) for feed in data]
-    return [np.concatenate([o[i] for o in outs]) for i in range(len(outs[0]))]
+    return [np.concatenate([np.atleast_1d(o[i]) for o in outs]) for i in range(len(outs[0]))]
 
 
 def layer_errors(float_probe: FloatProbe, make: Callable[[], IntegerEmitter],
