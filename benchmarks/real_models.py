@@ -78,6 +78,13 @@ def input_shapes(entry: CorpusModel) -> dict[str, tuple[int, ...]]:
     return {spec.name: spec.shape for spec in entry.inputs if spec.shape}  # scalars are fixed
 
 
+def input_values(entry: CorpusModel) -> dict[str, float]:
+    """Scalar "value" inputs (a sample rate) fixed at compile time, as the corpus test's
+    ``--input-value`` does; they are then no inputs of the artifact."""
+    return {spec.name: spec.value for spec in entry.inputs
+            if spec.gen == "value" and not spec.shape}
+
+
 # Lines of a multi-line error that only say where it was raised (OpenVINO, TVM checks).
 _LOCATION = re.compile(r"^(Exception from |Check '|FrontEnd API failed|While validating|"
                        r"Traceback|File \"|\[bt\]|Summary:$)")
@@ -139,7 +146,7 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _compile(model: str, output: str, shapes: dict, passes: str | None,
+def _compile(model: str, output: str, shapes: dict, values: dict, passes: str | None,
              calibration: dict | None) -> dict[str, Any]:
     import hwcompile
 
@@ -147,7 +154,8 @@ def _compile(model: str, output: str, shapes: dict, passes: str | None,
     start = time.perf_counter()
     try:
         hwcompile.compile(model, target="cpu", output=output, passes=passes,
-                          input_shapes=shapes, calibration=calibration)
+                          input_shapes=shapes, input_values=values or None,
+                          calibration=calibration)
         result["compile_s"] = time.perf_counter() - start
     except Exception as err:
         result["error"] = one_line(err)
@@ -155,12 +163,13 @@ def _compile(model: str, output: str, shapes: dict, passes: str | None,
     return result
 
 
-def compile_in_child(model: Path, output: Path, shapes: dict, passes: str | None = None,
-                     calibration: dict | None = None, timeout: float = 1800.0) -> dict[str, Any]:
+def compile_in_child(model: Path, output: Path, shapes: dict, values: dict,
+                     passes: str | None = None, calibration: dict | None = None,
+                     timeout: float = 1800.0) -> dict[str, Any]:
     """``hwcompile.compile`` alone in a fresh process: compile_s (its wall time), peak_mb
     (the process's peak resident memory, Python and TVM included: base_mb after the
     imports), or error."""
-    return in_child(_compile, str(model), str(output), shapes, passes, calibration,
+    return in_child(_compile, str(model), str(output), shapes, values, passes, calibration,
                     timeout=timeout, what="compile")
 
 
@@ -317,14 +326,16 @@ def bench_entry(entry: CorpusModel, args: argparse.Namespace, workdir: Path) -> 
         errors["fetch"] = one_line(err)
         return row
     feeds = make_feeds(entry)
-    shapes = input_shapes(entry)
+    shapes, values = input_shapes(entry), input_values(entry)
+    hw_feeds = {name: a for name, a in feeds.items() if name not in values}
     reference_session = ort_session(str(path), args.threads)
     reference = reference_session.run(None, feeds)
     calibration = None if args.no_int8 else calibration_samples(entry)
 
     # -- compile (each alone in a child process)
     say("compiling fp32")
-    fp32 = compile_in_child(path, workdir / "fp32", shapes, timeout=args.compile_timeout)
+    fp32 = compile_in_child(path, workdir / "fp32", shapes, values,
+                            timeout=args.compile_timeout)
     row.update(compile_s=fp32.get("compile_s"), peak_mb=fp32.get("peak_mb"),
                base_mb=fp32.get("base_mb"))
     if "error" in fp32:
@@ -332,7 +343,8 @@ def bench_entry(entry: CorpusModel, args: argparse.Namespace, workdir: Path) -> 
     int8: dict[str, Any] = {}
     if calibration is not None:
         say("compiling int8")
-        int8 = compile_in_child(path, workdir / "int8", shapes, INT8_PASSES, calibration,
+        int8 = compile_in_child(path, workdir / "int8", shapes, values, INT8_PASSES,
+                                {n: a for n, a in calibration.items() if n not in values},
                                 timeout=args.compile_timeout)
         row.update(int8_compile_s=int8.get("compile_s"), int8_peak_mb=int8.get("peak_mb"))
         if "error" in int8:
@@ -344,9 +356,9 @@ def bench_entry(entry: CorpusModel, args: argparse.Namespace, workdir: Path) -> 
     if "error" not in fp32:
         try:
             hw = hwcompile.load(workdir / "fp32")
-            got = list(hw.run(feeds).values())
+            got = list(hw.run(hw_feeds).values())
             row["fp32_rel_err"] = fp32_error(got, reference)
-            hw_inputs = hw.to_device(feeds)
+            hw_inputs = hw.to_device(hw_feeds)
             runners = {"hwcompile": lambda: hw.invoke(hw_inputs), **runners}
         except Exception as err:
             errors["hwcompile"] = "run: " + one_line(err)
@@ -381,8 +393,8 @@ def bench_entry(entry: CorpusModel, args: argparse.Namespace, workdir: Path) -> 
         if "error" not in int8:
             try:
                 hw8 = hwcompile.load(workdir / "int8")
-                row["hw_int8_err"] = quant_error(list(hw8.run(feeds).values()), reference)
-                hw8_inputs = hw8.to_device(feeds)
+                row["hw_int8_err"] = quant_error(list(hw8.run(hw_feeds).values()), reference)
+                hw8_inputs = hw8.to_device(hw_feeds)
                 int8_runners["hwcompile"] = lambda: hw8.invoke(hw8_inputs)
             except Exception as err:
                 errors["hwcompile_int8"] = "run: " + one_line(err)
@@ -414,7 +426,7 @@ def bench_entry(entry: CorpusModel, args: argparse.Namespace, workdir: Path) -> 
     for kind, loaded in (("fp32", hw), ("int8", hw8)):
         if loaded is not None:
             say(f"profiling {kind}")
-            found = profile_in_child(workdir / kind, feeds, args)
+            found = profile_in_child(workdir / kind, hw_feeds, args)
             if "error" in found:
                 errors[f"profile_{kind}"] = found["error"]
             else:
