@@ -18,7 +18,6 @@ by tests/test_corpus.py, or by hand) touches the registry.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -26,6 +25,8 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
+
+from hwcompile.artifact import sha256
 
 if __package__ in (None, ""):  # run as a script: make ``corpus`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -47,14 +48,6 @@ class IntegrityError(RuntimeError):
 
 def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "hwcompile" / "corpus")
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _wheel_prefix(package: str, version: str) -> str:
