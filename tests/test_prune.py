@@ -149,7 +149,8 @@ def test_unknown_criterion():
 
 
 def test_nothing_prunable():
-    """A single conv feeding the output layer through a graph output: nothing can go."""
+    """A single conv making the graph output: nothing can go; the model is left as it was,
+    with a line saying which layer stays and why."""
     from onnx import TensorProto, helper
 
     w = numpy_helper.from_array(np.ones((4, 3, 1, 1), np.float32), "w")
@@ -158,8 +159,13 @@ def test_nothing_prunable():
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 4, 4])],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 4, 4, 4])], [w])
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    with pytest.raises(PassError, match=r"nothing prunable.*w: reaches a graph output"):
-        run_pipeline(import_onnx(proto), parse_spec("prune(ratio=0.5)"), PassContext())
+    lines: list[str] = []
+    model = import_onnx(proto)
+    pruned, report = run_pipeline(model, parse_spec("prune(ratio=0.5)"), PassContext(progress=lines.append))
+    assert pruned is model  # left as it was, not refused
+    assert report[0]["details"]["excluded"] == [{"layers": ["w"], "reason": "reaches a graph output"}]
+    assert [ln for ln in lines if ln.startswith("prune:")] == ["prune: w left unpruned: reaches a graph output",
+                     "prune: nothing prunable in this model; it is left as it was"]
 
 
 def test_unknown_op_excludes_its_channels():

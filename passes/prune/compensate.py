@@ -55,7 +55,8 @@ _BINARY = {"relax.add": np.add, "relax.subtract": np.subtract, "relax.multiply":
 # Mean and spread kept as they are (max pooling's upward bias is ignored; averaging over a
 # window, reshapes and permutes leave a channel's mean unchanged).
 _SAME = {"relax.nn.max_pool2d", "relax.nn.avg_pool2d", "relax.nn.adaptive_avg_pool2d",
-         "relax.permute_dims", "relax.mean", "relax.max", "relax.min"}
+         "relax.permute_dims", "relax.mean", "relax.max", "relax.min", "relax.image.resize2d",
+         "relax.squeeze", "relax.expand_dims", "relax.nn.pad"}
 # Gauss-Hermite (probabilists') nodes and weights: E[f(z)], z ~ N(m, v), for any elementwise f.
 _NODES, _WEIGHTS = np.polynomial.hermite_e.hermegauss(40)
 _WEIGHTS = _WEIGHTS / _WEIGHTS.sum()
@@ -136,7 +137,7 @@ class _Expected:
             if chan is None:
                 continue
             try:
-                value = self.visit(binding.value, chan)
+                value = self.visit(name, binding.value, chan)
             except (ValueError, IndexError, TypeError, AttributeError):
                 value = None
             if value is None:  # unknown: no compensation through here
@@ -147,13 +148,13 @@ class _Expected:
             self.values[name] = value
         return self.values
 
-    def visit(self, value, chan):
+    def visit(self, name: str, value, chan):
         if isinstance(value, relax.TupleGetItem):
             parts = self.of(value.tuple_value)
             return parts[value.index] if isinstance(parts, list) else None
         op = call_name(value)
         args = value.args
-        if op in ("relax.nn.conv2d", "relax.matmul"):
+        if op in ("relax.nn.conv2d", "relax.nn.conv2d_transpose", "relax.matmul"):
             x = self.a.chan.get(args[0].name) if isinstance(args[0], relax.Var) else None
             if op == "relax.matmul" and isinstance(x, Chan) and x.ids == chan.ids:
                 return None  # channels on a batch-like axis of a matmul: not constant
@@ -191,8 +192,18 @@ class _Expected:
             return self.binary(op, [self.operand(a, chan, value) for a in args])
         if op == "relax.concat":
             parts = [self.of(f) for f in args[0].fields]
-            return Moments(np.concatenate([p.mean for p in parts]),
-                           np.concatenate([p.var for p in parts]))
+            if sum(len(p.mean) for p in parts) == len(chan.ids):
+                return Moments(np.concatenate([p.mean for p in parts]),
+                               np.concatenate([p.var for p in parts]))
+            # joined along another axis: each output channel pools its operands' values
+            return Moments(np.mean([p.mean for p in parts], axis=0),
+                           np.mean([p.var for p in parts], axis=0))
+        if op == "relax.strided_slice":
+            x = self.of(args[0])
+            if name not in self.a.channel_slices:
+                return x
+            start = self.a.channel_slices[name]
+            return x.map(lambda a: a[start:start + len(chan.ids)])
         if op == "relax.split":
             x = self.of(args[0])
             if all(c.ids == self.a.chan[args[0].name].ids for c in chan):

@@ -15,6 +15,7 @@ The Relax bindings are consulted only for op attributes (axis, groups, split ind
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -33,7 +34,9 @@ Ids = tuple[int, ...]
 _UNARY = {"relax.nn.relu", "relax.nn.gelu", "relax.nn.silu", "relax.sigmoid", "relax.tanh",
           "relax.clip", "relax.exp", "relax.negative", "relax.abs", "relax.sqrt", "relax.astype",
           "relax.nn.leakyrelu", "relax.nn.gelu_tanh", "relax.square", "relax.erf"}
-_POOLS = {"relax.nn.max_pool2d", "relax.nn.avg_pool2d", "relax.nn.adaptive_avg_pool2d"}
+# Ops that work on each channel's spatial plane on its own (NCHW): channels stay in place.
+_SPATIAL = {"relax.nn.max_pool2d", "relax.nn.avg_pool2d", "relax.nn.adaptive_avg_pool2d",
+            "relax.image.resize2d"}
 _BINARY = {"relax.add", "relax.subtract", "relax.multiply", "relax.divide", "relax.maximum",
            "relax.minimum", "relax.power"}
 _REDUCE = {"relax.mean", "relax.sum", "relax.max", "relax.min"}
@@ -75,6 +78,8 @@ class Analysis:
     fixed: dict[int, str] = field(default_factory=dict)  # id -> why it must stay
     source_layer: dict[int, str] = field(default_factory=dict)  # id -> layer creating it
     depthwise: set[str] = field(default_factory=set)  # conv bindings whose groups follow Cin
+    # strided_slice bindings that cut the channel axis -> the first input position they keep
+    channel_slices: dict[str, int] = field(default_factory=dict)
     # id -> |γ|/√(var+ε) of the inference batch-norm normalizing that channel (scale invariance:
     # the BN-folded effective kernel of a conv/dense output channel is W·γ/√(var+ε))
     bn_scale: dict[int, float] = field(default_factory=dict)
@@ -138,6 +143,23 @@ def _shape(ty) -> tuple:
     return tuple(int(d) if isinstance(d, tvm.tirx.IntImm) else d for d in ty.shape.values)
 
 
+def int_values(expr) -> list[int]:
+    """The integers of a Relax tuple/shape argument (strided_slice's axes, begin, end...)."""
+    items = expr.fields if isinstance(expr, relax.Tuple) else expr.values
+    return [int(getattr(i, "value", i)) for i in items]
+
+
+def _ints_only(dims) -> bool:
+    return all(isinstance(d, int) for d in dims)
+
+
+def _same_extent(a: tuple, b: tuple) -> bool:
+    """Whether two runs of dims hold the same number of elements (symbolic ones by name)."""
+    if _ints_only(a) and _ints_only(b):
+        return math.prod(a) == math.prod(b)
+    return [str(d) for d in a if str(d) != "1"] == [str(d) for d in b if str(d) != "1"]
+
+
 class _Walker:
     """One pass over the bindings in topological order, filling an Analysis."""
 
@@ -187,14 +209,18 @@ class _Walker:
         if isinstance(value, relax.TupleGetItem):
             info = self.info(value.tuple_value)
             return info[value.index] if isinstance(info, list) else None
+        if isinstance(value, relax.Tuple) and all(isinstance(f, relax.Var) for f in value.fields):
+            return [self.info(f) for f in value.fields]  # e.g. the outputs of a detector
         op = call_name(value)
-        handler = {"relax.nn.conv2d": self.conv2d, "relax.matmul": self.matmul,
-                   "relax.nn.batch_norm": self.batch_norm, "relax.concat": self.concat,
-                   "relax.split": self.split, "relax.reshape": self.reshape,
-                   "relax.permute_dims": self.permute}.get(op)
+        handler = {"relax.nn.conv2d": self.conv2d, "relax.nn.conv2d_transpose": self.conv2d_transpose,
+                   "relax.matmul": self.matmul, "relax.nn.batch_norm": self.batch_norm,
+                   "relax.concat": self.concat, "relax.split": self.split,
+                   "relax.strided_slice": self.strided_slice, "relax.reshape": self.reshape,
+                   "relax.permute_dims": self.permute, "relax.squeeze": self.squeeze,
+                   "relax.expand_dims": self.expand_dims, "relax.nn.pad": self.pad}.get(op)
         if handler is not None:
             return handler(name, value)
-        if op in _UNARY or (op in _POOLS and value.attrs.layout == "NCHW"):
+        if op in _UNARY or (op in _SPATIAL and value.attrs.layout == "NCHW"):
             return self.info(value.args[0])
         if op in _BINARY:
             return self.binary(name, value)
@@ -240,6 +266,27 @@ class _Walker:
                     self.a.union(xin.ids[:cin_g], xin.ids[g * cin_g:(g + 1) * cin_g])
                 self.a.add_slice(weight, 1, xin.ids[:cin_g], weight, "kernel")
                 self.a.spaces.append(Space(f"{weight}:in", xin.ids))
+        return Chan(1, out)
+
+    def conv2d_transpose(self, name: str, call: relax.Call):
+        """Transposed conv (IOHW): in-channels on weight axis 0, fresh out-channels on axis 1."""
+        x, w = call.args
+        attrs = call.attrs
+        weight = self.weight_name(w)
+        if weight is None or int(attrs.groups) != 1 or attrs.data_layout != "NCHW" \
+                or attrs.kernel_layout != "IOHW" or attrs.out_layout not in ("NCHW", ""):
+            self.fix_all(call.args, f"conv2d_transpose {name} is grouped, has a computed weight "
+                         "or a non-NCHW layout")
+            return None
+        out = self.a.new_ids(_shape(w.ty)[1], weight)
+        self.a.add_slice(weight, 1, out, weight, "kernel")
+        self.a.spaces.append(Space(f"{weight}:out", out))
+        xin = self.info(x)
+        if xin is not None and xin.axis == 1:
+            self.a.add_slice(weight, 0, xin.ids, weight, "kernel")
+            self.a.spaces.append(Space(f"{weight}:in", xin.ids))
+        elif xin is not None:
+            self.a.fix(xin.ids, f"conv2d_transpose {name} reads channels on a non-channel axis")
         return Chan(1, out)
 
     def matmul(self, name: str, call: relax.Call):
@@ -295,6 +342,13 @@ class _Walker:
             self.fix_all(call.args, f"{call_name(call)} {name} mixes channel axes")
             return None
         axis = axes.pop()
+        width = out_shape[axis] if axis < len(out_shape) else None
+        broadcast = [c for c in tracked if len(c.ids) == 1 and width != 1]
+        for chan in broadcast:  # e.g. a one-channel spatial gate: it multiplies every channel
+            self.a.fix(chan.ids, f"{call_name(call)} {name} broadcasts it over all channels")
+        tracked = [c for c in tracked if c not in broadcast]
+        if not tracked:
+            return None
         ids = tracked[0].ids
         for chan in tracked[1:]:
             if len(chan.ids) == len(ids):
@@ -303,7 +357,7 @@ class _Walker:
                 self.fix_all(call.args, f"{call_name(call)} {name} broadcasts channels")
                 return None
         for arg, chan in zip(call.args, chans):
-            if chan is not None:
+            if chan is not None and chan not in broadcast:
                 continue
             shape = _shape(arg.ty)
             local = axis - (len(out_shape) - len(shape))
@@ -338,7 +392,17 @@ class _Walker:
             return None
         if all(c is not None and c.axis == axis for c in chans):
             return Chan(axis, tuple(i for c in chans for i in c.ids))
-        self.fix_all(fields, f"concat {name} joins tensors along a non-channel axis")
+        first = chans[0]
+        if first is not None and all(c is not None and c.axis == first.axis and
+                                     len(c.ids) == len(first.ids) for c in chans):
+            # joined along another axis (e.g. a detection head's levels along the anchors):
+            # position p of every operand is output channel p
+            for chan in chans[1:]:
+                self.a.union(first.ids, chan.ids)
+            return first
+        why = "a tensor not made by a prunable layer" if None in chans else \
+            "tensors whose channels do not line up"
+        self.fix_all(fields, f"concat {name} joins channels with {why}")
         return None
 
     def split(self, name: str, call: relax.Call):
@@ -357,24 +421,81 @@ class _Walker:
             start += size
         return result
 
+    def strided_slice(self, name: str, call: relax.Call):
+        """A slice of the channel axis keeps those positions' ids (step 1; structured.apply
+        re-counts begin/end); slices of other axes leave the channels where they are."""
+        chan = self.info(call.args[0])
+        if chan is None:
+            return None
+        ndim = len(_shape(call.args[0].ty))
+        axes = [a % ndim for a in int_values(call.args[1])]
+        if chan.axis not in axes:
+            return chan
+        k = axes.index(chan.axis)
+        size = len(chan.ids)
+        begin, end = int_values(call.args[2])[k], int_values(call.args[3])[k]
+        stride = int_values(call.args[4])[k] if len(call.args) > 4 else 1
+        if stride != 1:
+            self.a.fix(chan.ids, f"strided_slice {name} takes every {stride}th channel")
+            return None
+        begin, end = (max(0, min(size, v + size if v < 0 else v)) for v in (begin, end))
+        ids = chan.ids[begin:end]
+        self.a.channel_slices[name] = begin
+        self.a.spaces.append(Space(f"{name}[slice]", ids))
+        return Chan(chan.axis, ids)
+
+    def squeeze(self, name: str, call: relax.Call):
+        chan = self.info(call.args[0])
+        if chan is None:
+            return None
+        src = _shape(call.args[0].ty)
+        axes = [i for i, d in enumerate(src) if d == 1] if call.attrs.axis is None else \
+            [int(a) % len(src) for a in call.attrs.axis]
+        if chan.axis in axes:
+            self.a.fix(chan.ids, f"squeeze {name} removes the channel axis")
+            return None
+        return Chan(chan.axis - sum(a < chan.axis for a in axes), chan.ids)
+
+    def expand_dims(self, name: str, call: relax.Call):
+        chan = self.info(call.args[0])
+        if chan is None:
+            return None
+        ndim = len(_shape(call.ty))
+        axis = chan.axis
+        for new in sorted(int(a) % ndim for a in call.attrs.axis):
+            axis += new <= axis
+        return Chan(axis, chan.ids)
+
+    def pad(self, name: str, call: relax.Call):
+        chan = self.info(call.args[0])
+        if chan is None:
+            return None
+        width = [int(w) for w in call.attrs.pad_width]
+        if width[2 * chan.axis] or width[2 * chan.axis + 1]:
+            self.a.fix(chan.ids, f"pad {name} pads the channel axis")
+            return None
+        return chan
+
     def reshape(self, name: str, call: relax.Call):
         chan = self.info(call.args[0])
         if chan is None:
             return None
         src, dst = _shape(call.args[0].ty), _shape(call.ty)
         a = chan.axis
-        # Supported: dims before the channel axis kept as they are, and the channel axis
-        # merged with the following dims into one output axis (flatten before a dense layer);
-        # dims after that may regroup freely.
-        if isinstance(call.args[1], relax.ShapeExpr) and len(dst) > a and isinstance(dst[a], int) \
-                and all(str(s) == str(d) for s, d in zip(src[:a], dst[:a])):
-            size, end = 1, a
-            while end < len(src) and isinstance(src[end], int) and size < dst[a]:
-                size, end = size * src[end], end + 1
-            if size == dst[a]:  # the prefix matches too, so the trailing dims only regroup
-                block = size // len(chan.ids)
-                return Chan(a, tuple(i for i in chan.ids for _ in range(block)))
-        self.a.fix(chan.ids, f"reshape {name} splits or moves the channel axis")
+        # Supported: the channel axis lands on one output axis b with the same elements
+        # before it, alone or merged with following dims (flatten before a dense layer: each
+        # channel becomes a block of dense inputs); unit dims may come or go around it.
+        if isinstance(call.args[1], relax.ShapeExpr) and _ints_only(src[a:]):
+            inner = math.prod(src[a + 1:])
+            for b in sorted(range(len(dst)), key=lambda b: b != a):  # same axis first
+                if not _ints_only(dst[b:]) or not _same_extent(src[:a], dst[:b]) \
+                        or dst[b] % src[a]:
+                    continue
+                block = dst[b] // src[a]
+                if block * math.prod(dst[b + 1:]) == inner:
+                    return Chan(b, tuple(i for i in chan.ids for _ in range(block)))
+        self.a.fix(chan.ids, f"reshape {name} splits or moves the channel axis "
+                   f"({'x'.join(map(str, src))} -> {'x'.join(map(str, dst))})")
         return None
 
     def permute(self, name: str, call: relax.Call):

@@ -23,7 +23,8 @@ from hwcompile.rewrite import RebuildContext, call_name, rebuild
 
 from . import data, importance
 from .compensate import Compensation, compensate_removed
-from .groups import Analysis, Chan, Group, analyze
+from .groups import Analysis, Chan, Group, analyze, int_values
+from .lift import constants_as_weights
 
 
 def check_ratio(ratio: float, name: str = "ratio") -> None:
@@ -163,6 +164,16 @@ def apply(model: Model, analysis: Analysis, removed: set[int],
                 and chan[0].axis == int(value.attrs.axis) % value.args[0].ty.ndim:
             sizes = np.cumsum([int(keep(c.ids).sum()) for c in chan])[:-1]
             return relax.op.split(args[0], [int(s) for s in sizes], int(value.attrs.axis))
+        if name in analysis.channel_slices:  # a slice of the channel axis: re-count its bounds
+            src = analysis.chan[value.args[0].name]
+            axes = int_values(value.args[1])
+            k = [a % value.args[0].ty.ndim for a in axes].index(src.axis)
+            begin, end = int_values(value.args[2]), int_values(value.args[3])
+            begin[k] = int(keep(src.ids[:analysis.channel_slices[name]]).sum())
+            end[k] = begin[k] + int(keep(chan.ids).sum())
+            strides = int_values(value.args[4]) if len(value.args) > 4 else None
+            return relax.op.strided_slice(args[0], axes, begin, end, strides,
+                                          bool(value.attrs.assume_inbound))
         if op == "relax.reshape" and isinstance(chan, Chan):
             dims = list(value.args[1].values)
             dims[chan.axis] = int(keep(chan.ids).sum())
@@ -184,6 +195,59 @@ def _layer_channels(analysis: Analysis, removed: set[int], baseline: dict | None
     return out
 
 
+def removed_positions(analysis: Analysis, removed: set[int]) -> dict[str, list[int]]:
+    """Per conv/dense layer, the positions of its output channels that go."""
+    out = {}
+    for space in analysis.spaces:
+        if space.name.endswith(":out"):
+            gone = [p for p, i in enumerate(space.ids) if analysis.find(i) in removed]
+            if gone:
+                out[space.name[:-4]] = gone
+    return out
+
+
+_REWRITE_ERRORS = (RuntimeError, ValueError, TypeError, KeyError, IndexError)
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+
+
+def _apply_safely(model: Model, analysis: Analysis, groups: list[Group], removed: set[int],
+                  compensate: bool) -> tuple[Model, set[int], Compensation | None, list[dict]]:
+    """``apply``, and when the rewrite fails (a coupling the analysis got wrong), the same
+    without every group whose removal alone fails: those layers stay unpruned and are
+    returned as excluded entries (layers, reason) instead of failing the whole model."""
+    def attempt(units: set[int]):
+        shifts = compensate_removed(model, analysis, units) if compensate and units else None
+        return (apply(model, analysis, units, shifts) if units else model), shifts
+
+    try:
+        pruned, shifts = attempt(removed)
+        return pruned, removed, shifts, []
+    except _REWRITE_ERRORS:
+        pass
+    failed = []
+    for group in groups:
+        units = {u.root for u in group.units} & removed
+        if not units:
+            continue
+        try:
+            apply(model, analysis, units)
+        except _REWRITE_ERRORS as err:
+            removed = removed - units
+            failed.append({"layers": group.layers,
+                           "reason": f"pruning it breaks the rewrite ({_first_line(err)})"})
+    try:
+        pruned, shifts = attempt(removed)
+    except _REWRITE_ERRORS as err:
+        layers = sorted({layer for g in groups for layer in g.layers})
+        failed.append({"layers": layers, "reason": f"pruning the rest together breaks the "
+                       f"rewrite ({_first_line(err)}); the model is left unpruned"})
+        return model, set(), None, failed
+    return pruned, removed, shifts, failed
+
+
 def prune_once(model: Model, *, ratio: float, criterion: str, scope: str, max_layer_ratio: float,
                round_to: int, ignore: list[str], aggregate: str, normalize: str,
                grads: dict[str, np.ndarray] | None, compensate: bool = True,
@@ -192,23 +256,26 @@ def prune_once(model: Model, *, ratio: float, criterion: str, scope: str, max_la
 
     With ``baseline`` (``sizes`` of the model before the first step) ``ratio`` is the
     cumulative fraction of the original channels, and ``channels`` reports original -> now.
+    ``removed`` maps each pruned layer to the positions (in this step's model) of the output
+    channels that went; layers that could not be pruned are in ``excluded`` with the reason.
     """
     analysis, groups, excluded = analyze(model, ignore)
     skipped = [{"layers": e.layers, "reason": e.reason} for e in excluded]
     if not groups:
-        why = "; ".join(f"{', '.join(e.layers)}: {e.reason}" for e in excluded) or "no conv/dense layers"
-        raise PassError(f"prune: nothing prunable in this model ({why})")
+        return model, {"groups": [], "excluded": skipped, "channels": {}, "removed": {},
+                       "units_removed": "0 of 0"}
     scores, notes = importance.unit_scores(model, analysis, groups, criterion, aggregate,
                                            normalize, grads, bn_fold=bn_fold)
     removed, counts = plan(analysis, groups, scores, ratio, scope, max_layer_ratio, round_to,
                            baseline)
-    shifts = compensate_removed(model, analysis, removed) if compensate and removed else None
-    pruned = apply(model, analysis, removed, shifts) if removed else model
+    pruned, removed, shifts, failed = _apply_safely(model, analysis, groups, removed, compensate)
+    counts = [len({u.root for u in g.units} & removed) for g in groups]
     details = {
         "groups": [{"layers": g.layers, "units": len(g.units), "removed": n}
                    for g, n in zip(groups, counts)],
-        "excluded": skipped,
+        "excluded": skipped + failed,
         "channels": _layer_channels(analysis, removed, baseline),
+        "removed": removed_positions(analysis, removed),
         "units_removed": f"{sum(counts)} of {sum(len(g.units) for g in groups)}",
     }
     if shifts is not None:
@@ -218,6 +285,16 @@ def prune_once(model: Model, *, ratio: float, criterion: str, scope: str, max_la
     if notes:
         details["notes"] = notes
     return pruned, details
+
+
+def _to_original(alive: dict[str, list[int]], removed: dict[str, list[int]],
+                 sizes: dict[str, int]) -> None:
+    """Move one step's removed positions into ``alive`` (each layer's original indices that
+    are still there), so the report can name the original channels after several steps."""
+    for layer, positions in removed.items():
+        kept = alive.setdefault(layer, list(range(sizes[layer])))
+        gone = set(positions)
+        alive[layer] = [c for p, c in enumerate(kept) if p not in gone]
 
 
 @register_pass("prune")
@@ -268,7 +345,8 @@ def prune(model: Model, ctx: PassContext, *, ratio: float = 0.5,
         if needs_data else None
     # Weight-only subgraphs (e.g. a Gemm's transposed weight) become named weights first,
     # so every conv/dense weight the analysis sees is a parameter it can slice.
-    model = fold_constants(model, ctx)
+    source = model
+    model = constants_as_weights(fold_constants(model, ctx))
     original = model
     remember_teacher(ctx, model)
     # Every step's ratio is cumulative and refers to the original sizes, so the final
@@ -276,6 +354,7 @@ def prune(model: Model, ctx: PassContext, *, ratio: float = 0.5,
     # may differ: later steps score the fine-tuned weights).
     baseline = sizes(*analyze(model, ignore or [])[:2]) if steps > 1 else None
     all_details = []
+    alive: dict[str, list[int]] = {}  # steps > 1: original indices of the channels left
     for step in range(1, steps + 1):
         target = ratio * step / steps  # cumulative fraction of the original channels
         grads = None
@@ -288,13 +367,29 @@ def prune(model: Model, ctx: PassContext, *, ratio: float = 0.5,
                                     normalize=normalize, grads=grads, compensate=compensate,
                                     bn_fold=bn_fold, baseline=baseline)
         all_details.append(details)
+        if not details["groups"]:
+            break
+        if baseline is not None:
+            _to_original(alive, details["removed"],
+                         {k[:-4]: n for k, n in baseline["spaces"].items() if k.endswith(":out")})
         if step < steps:
             ctx.progress(f"prune: step {step}/{steps} done, fine-tuning {finetune_steps} steps")
             model = finetune_model(model, *samples, steps=finetune_steps, lr=lr)
-    ctx.details.update(all_details[-1])  # with steps > 1: channels are original -> final
+    final = dict(all_details[-1])  # with steps > 1: channels are original -> final
+    if baseline is not None:
+        final["removed"] = {layer: sorted(set(range(baseline["spaces"][f"{layer}:out"])) - set(kept))
+                            for layer, kept in alive.items()}
+    for entry in final["excluded"]:
+        layers = entry["layers"]
+        more = f" (+{len(layers) - 3} more)" if len(layers) > 3 else ""
+        ctx.progress(f"prune: {', '.join(layers[:3])}{more} left unpruned: {entry['reason'][:300]}")
+    ctx.details.update(final)
     if steps > 1:
         ctx.details["steps"] = all_details
     ctx.details["round_to"] = round_to
+    if not final["groups"]:
+        ctx.progress("prune: nothing prunable in this model; it is left as it was")
+        return source
     if measure:
         ctx.details.update(measure_latency(original, model, ctx, measure_repeat))
     return model
