@@ -13,7 +13,8 @@ Then, per PrimFunc:
   into the write-back; constant weights re-laid out once, at compile time, so each
   channel block's weights are one contiguous stream (``_prepack_weights``); int8 convs
   tile for and tensorize with the CPU's integer dot product (``vpdpbusd``/``vpmaddwd``,
-  ``int8_dot.py``);
+  ``int8_dot.py``); an innermost axis no vector width divides (an OCR head's 18385
+  classes) is first padded to whole vectors (``schedule_pad.py``);
 - every other block (padding, elementwise, layout changes) runs its outer loops in
   parallel and its innermost loop vectorized.
 
@@ -35,6 +36,7 @@ from tvm.s_tir.schedule import ScheduleError
 from hwcompile.tune.kernels import iter_kinds, reduction_blocks
 
 from .int8_dot import DotProduct, dot_block, intrinsic, pack_weights
+from .schedule_pad import PREPROC, pack_padded_weights, pad_simd_axis
 
 _SCHEDULED = "tirx.is_scheduled"
 
@@ -107,6 +109,12 @@ def _schedule_reduction(sch: Schedule, block, lanes: int, dot: DotProduct | None
     if extents[-1] is None:
         return False, None  # the SIMD axis must be static; outer ones (the batch) may be symbolic
     dot = dot if dot is not None and dot_block(sch, block, dot) else None
+    padded = None if dot else pad_simd_axis(sch, block, lanes)
+    if padded:
+        loops = sch.get_loops(block)
+        spatial = [lp for lp, k in zip(loops, kinds) if k == "S"]
+        reduce = [lp for lp, k in zip(loops, kinds) if k == "R"]
+        extents = _loop_extents(sch, spatial)
     # Innermost spatial axis (output channels in NHWC, columns of a matmul): SIMD lanes;
     # the next one or two (output width and height, matmul rows): independent rows.
     # int8 dot product: one register of int32 sums per row, ``depth`` input channels each.
@@ -124,8 +132,9 @@ def _schedule_reduction(sch: Schedule, block, lanes: int, dot: DotProduct | None
     # Channel blocks outermost: each block's weights stay in cache across all positions.
     tile_outer = [v_out, *spatial[:len(spatial) - 1 - len(rows)], *row_out]
     sch.reorder(*tile_outer, *reduce, *row_in, v_in, *depth)
-    # Accumulate the tile in a small buffer, write back (plus the epilogue) per tile.
-    acc = sch.cache_write(block, 0, "global")
+    # Accumulate the tile in a small buffer, write back (plus the epilogue) per tile; a
+    # padded block already has its write-back: the block that trims the padding.
+    acc = padded[0] if padded else sch.cache_write(block, 0, "global")
     sch.reverse_compute_at(acc, tile_outer[-1])
     _inline_epilogue(sch, acc)
     # Loop annotations before decompose_reduction: they need the intact reduction block,
@@ -144,6 +153,8 @@ def _schedule_reduction(sch: Schedule, block, lanes: int, dot: DotProduct | None
     if dot:
         sch.vectorize(sch.get_loops(init)[-1])
         pack_weights(sch, block, dot)
+    if padded:
+        pack_padded_weights(sch, block, padded[1], vec)
     return True, (v_in, intrinsic(dot)) if dot else None
 
 
@@ -181,11 +192,18 @@ def _prepack_weights(sch: Schedule) -> None:
     copy is split into its own function and folded at compile time (see pipeline.py)."""
     func = sch.mod["main"]
     free = [func.params[int(i)] for i in func.attrs.get("layout_free_buffers", [])]
-    if not free or not _read_in_plain_order(sch, free):
+    if not free or not _read_in_plain_order(sch, free) or _has_preproc(sch):
         return
     sch.enter_postproc()
     if not ms.postproc.RewriteLayout().apply(sch):
         raise ScheduleError("RewriteLayout failed")
+
+
+def _has_preproc(sch: Schedule) -> bool:
+    """Whether a weight copy is already marked for folding (``schedule_pad``): RewriteLayout
+    would read that weight through a copy of its own, which the pipeline cannot split out."""
+    root = sch.get_sblock("root")
+    return any(sch.get(b).annotations.get(PREPROC) for b in sch.get_child_blocks(root))
 
 
 def _plain_index(index: tirx.PrimExpr) -> bool:
@@ -236,10 +254,10 @@ _LONG_REDUCTION = 1024
 
 
 def _split_long_reductions(sch: Schedule, blocks: list, lanes: int) -> bool:
-    """Each long reduction (softmax's sum over 18385 classes in an OCR head) accumulated
+    """Each long reduction of a chain (softmax's, LayerNorm's) accumulated
     as ``lanes`` interleaved partial sums, added at the end (``rfactor``). A float32 sum
-    in one accumulator lost 5.7e-5 relative there (onnxruntime, which sums in vector
-    lanes: 4e-6); split, 3.7e-6. Returns whether any reduction was split."""
+    over 18385 classes in one accumulator lost 5.7e-5 relative (onnxruntime, which sums in
+    vector lanes: 4e-6); split, 3.7e-6. Returns whether any reduction was split."""
     split = False
     for block in blocks:
         loops, kinds = sch.get_loops(block), iter_kinds(sch, block)
