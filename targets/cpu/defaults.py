@@ -18,7 +18,9 @@ Then, per PrimFunc:
 - every other block (padding, elementwise, layout changes) runs its outer loops in
   parallel and its innermost loop vectorized.
 
-A function the heuristics cannot handle keeps TVM's default loops (correct, just slow).
+Softmax over the last axis is no schedule of TVM's loops but a row kernel written
+directly (``schedule_softmax.py``). A function the heuristics cannot handle keeps TVM's
+default loops (correct, just slow).
 Functions already scheduled (from a tuning database) are left alone.
 """
 
@@ -37,6 +39,7 @@ from hwcompile.tune.kernels import iter_kinds, reduction_blocks
 
 from .int8_dot import DotProduct, dot_block, intrinsic, pack_weights
 from .schedule_pad import PREPROC, pack_padded_weights, pad_simd_axis
+from .schedule_softmax import softmax_kernel, softmax_shape
 
 _SCHEDULED = "tirx.is_scheduled"
 
@@ -245,6 +248,10 @@ def _inline_epilogue(sch: Schedule, writeback) -> None:
 def schedule_func(func: tirx.PrimFunc, lanes: int,
                   dot: DotProduct | None = None) -> tirx.PrimFunc | None:
     """The heuristically scheduled function, or None to keep the default loops."""
+    softmax = softmax_shape(func)
+    if softmax is not None:  # written directly, not scheduled: see schedule_softmax.py
+        kernel = softmax_kernel(softmax, lanes, math.prod(softmax) >= _PARALLEL_MIN_WORK)
+        return kernel.with_attrs(func.attrs).with_attr(_SCHEDULED, True)
     sch = heuristic_schedule(IRModule({"main": func}), lanes, dot)
     return None if sch is None else sch.mod["main"].with_attr(_SCHEDULED, True)
 
@@ -254,7 +261,7 @@ _LONG_REDUCTION = 1024
 
 
 def _split_long_reductions(sch: Schedule, blocks: list, lanes: int) -> bool:
-    """Each long reduction of a chain (softmax's, LayerNorm's) accumulated
+    """Each long reduction of a chain (LayerNorm-like; softmax has its own kernel) accumulated
     as ``lanes`` interleaved partial sums, added at the end (``rfactor``). A float32 sum
     over 18385 classes in one accumulator lost 5.7e-5 relative (onnxruntime, which sums in
     vector lanes: 4e-6); split, 3.7e-6. Returns whether any reduction was split."""
@@ -277,6 +284,8 @@ def _split_long_reductions(sch: Schedule, blocks: list, lanes: int) -> bool:
 def heuristic_schedule(mod: IRModule, lanes: int, dot: DotProduct | None = None) -> Schedule | None:
     """The traced heuristic schedule of ``mod["main"]`` (None: keep the default loops);
     its trace is what the tuner records as the baseline candidate."""
+    if softmax_shape(mod["main"]) is not None:
+        return None  # a hand-written kernel replaces it (schedule_func), no trace to record
     sch = Schedule(mod)
     root = sch.get_sblock("root")
     reductions = reduction_blocks(sch)
