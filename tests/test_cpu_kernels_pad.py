@@ -74,3 +74,25 @@ def test_odd_columns_are_padded_vectorized_and_the_weight_copy_folded():
     assert f"T.int64({padded_extent(N, lanes)})" in script  # the padded iteration space
     assert "T.vectorized" in script
     assert '"meta_schedule.layout_rewrite_preproc": True' in script  # folded at compile time
+
+
+def test_a_strided_conv1d_with_odd_width_keeps_its_schedule(tmp_path):
+    """wav2vec2's feature encoder: NCW conv1d, 399 and 199 outputs wide, stride 2. Its input
+    index (2·w + k) is no plain loop variable, so it cannot be padded: it keeps the plain
+    register tile (was: pad_einsum's error left the kernel unscheduled)."""
+    import json
+
+    rng = np.random.default_rng(6)
+    w = numpy_helper.from_array(rng.standard_normal((8, 4, 3)).astype(np.float32), "w")
+    model = float_model("conv1d", [helper.make_node("Conv", ["x", "w"], ["y"], strides=[2])],
+                        [w], {"x": [1, 4, 79]}, {"y": [1, 8, 39]})
+    x = rng.standard_normal((1, 4, 79)).astype(np.float32)
+    path = tmp_path / "model.onnx"
+    path.write_bytes(model.SerializeToString())
+    art = hwcompile.compile(str(path), "cpu", tmp_path / "art")
+    lowering = json.loads((art / "metadata.json").read_text())["target_extra"]["lowering"]
+    assert "default_schedule_failed" not in lowering
+    got = hwcompile.load(art)(x)
+    want = np.stack([sum(x[0, :, k:k + 77:2].T.astype(np.float64) @ numpy_helper.to_array(w)[:, :, k].T
+                         for k in range(3)).T])
+    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from tvm import tirx
 from tvm.s_tir import Schedule
+from tvm.s_tir.schedule import ScheduleError
 
 from hwcompile.tune.kernels import iter_kinds
 
@@ -47,7 +48,10 @@ def pad_simd_axis(sch: Schedule, block, lanes: int):
     factors = [1] * len(loops)
     factors[axis] = target
     producers_before = {sch.get(b).name_hint for b in sch.get_producers(block)}
-    sch.pad_einsum(block, factors)
+    try:
+        sch.pad_einsum(block, factors)
+    except ScheduleError:  # indices that are not plain loop variables (a strided conv1d)
+        return None
     copies = [b for b in sch.get_producers(block)
               if sch.get(b).name_hint not in producers_before]
     consumers = sch.get_consumers(block)
