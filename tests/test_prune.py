@@ -164,19 +164,22 @@ def test_nothing_prunable():
     pruned, report = run_pipeline(model, parse_spec("prune(ratio=0.5)"), PassContext(progress=lines.append))
     assert pruned is model  # left as it was, not refused
     assert report[0]["details"]["excluded"] == [{"layers": ["w"], "reason": "reaches a graph output"}]
-    assert [ln for ln in lines if ln.startswith("prune:")] == ["prune: w left unpruned: reaches a graph output",
-                     "prune: nothing prunable in this model; it is left as it was"]
+    assert [ln for ln in lines if ln.startswith("prune:")] == [
+        "prune: w left unpruned: reaches a graph output",
+        "prune: nothing prunable in this model; it is left as it was"]
 
 
 def test_unknown_op_excludes_its_channels():
-    """Channels reaching an op the analysis does not know (softmax over channels) stay, named."""
+    """Channels reaching an op the analysis does not know (a cumulative sum over channels)
+    stay, named."""
     from onnx import TensorProto, helper
 
     rng = np.random.default_rng(0)
     inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n)
              for n, s in (("w1", (8, 3, 3, 3)), ("w2", (8, 8, 1, 1)), ("fc", (8, 4)))]
+    inits.append(numpy_helper.from_array(np.array(1, np.int64), "axis"))
     nodes = [helper.make_node("Conv", ["input", "w1"], ["a"], pads=[1, 1, 1, 1]),
-             helper.make_node("Softmax", ["a"], ["b"], axis=1),
+             helper.make_node("CumSum", ["a", "axis"], ["b"]),
              helper.make_node("Conv", ["b", "w2"], ["c"]),
              helper.make_node("GlobalAveragePool", ["c"], ["d"]),
              helper.make_node("Flatten", ["d"], ["e"]),

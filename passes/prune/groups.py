@@ -217,7 +217,8 @@ class _Walker:
                    "relax.concat": self.concat, "relax.split": self.split,
                    "relax.strided_slice": self.strided_slice, "relax.reshape": self.reshape,
                    "relax.permute_dims": self.permute, "relax.squeeze": self.squeeze,
-                   "relax.expand_dims": self.expand_dims, "relax.nn.pad": self.pad}.get(op)
+                   "relax.expand_dims": self.expand_dims, "relax.nn.pad": self.pad,
+                   "relax.nn.softmax": self.softmax, "relax.nn.log_softmax": self.softmax}.get(op)
         if handler is not None:
             return handler(name, value)
         if op in _UNARY or (op in _SPATIAL and value.attrs.layout == "NCHW"):
@@ -295,8 +296,7 @@ class _Walker:
         w_shape = _shape(w.ty)
         x_ndim = len(_shape(x.ty))
         if weight is None or len(w_shape) != 2:
-            self.fix_all(call.args, f"matmul {name} multiplies two activations")
-            return None
+            return self.activation_matmul(name, call)
         xin = self.info(x)
         if xin is not None and xin.axis == x_ndim - 1:
             self.a.add_slice(weight, 0, xin.ids, weight, "kernel")
@@ -307,6 +307,36 @@ class _Walker:
         self.a.add_slice(weight, 1, out, weight, "kernel")
         self.a.spaces.append(Space(f"{weight}:out", out))
         return Chan(x_ndim - 1, out)
+
+    def activation_matmul(self, name: str, call: relax.Call):
+        """Two activations (attention's q·kᵀ and p·v): channels on a batch-like axis both
+        share (the heads) are the same channels of both; on a multiplied axis they stay."""
+        out_ndim = len(_shape(call.ty))
+        axes, tracked = set(), []
+        for arg in call.args:
+            chan, shape = self.info(arg), _shape(arg.ty)
+            if chan is not None and chan.axis < len(shape) - 2:
+                axes.add(chan.axis + out_ndim - len(shape))
+                tracked.append(chan)
+            elif chan is not None:
+                axes.add(None)
+        if len(axes) == 1 and None not in axes:
+            axis = axes.pop()
+            untracked_ok = all(self.info(arg) is not None or out_ndim - axis > len(_shape(arg.ty))
+                               or _shape(arg.ty)[axis - out_ndim] == 1 for arg in call.args)
+            if untracked_ok and all(len(c.ids) == len(tracked[0].ids) for c in tracked):
+                for chan in tracked[1:]:
+                    self.a.union(tracked[0].ids, chan.ids)
+                return Chan(axis, tracked[0].ids)
+        self.fix_all(call.args, f"matmul {name} multiplies two activations along their channels")
+        return None
+
+    def softmax(self, name: str, call: relax.Call):
+        chan = self.info(call.args[0])
+        if chan is not None and int(call.attrs.axis) % len(_shape(call.ty)) == chan.axis:
+            self.a.fix(chan.ids, f"{call_name(call)} {name} normalizes over the channels")
+            return None
+        return chan
 
     def batch_norm(self, name: str, call: relax.Call):
         x = call.args[0]
@@ -494,6 +524,17 @@ class _Walker:
                 block = dst[b] // src[a]
                 if block * math.prod(dst[b + 1:]) == inner:
                     return Chan(b, tuple(i for i in chan.ids for _ in range(block)))
+            # the channel axis split in two (C -> G x C/G: attention heads): each block of C/G
+            # channels becomes one unit, tracked on the G axis, so whole heads are pruned
+            for b in range(len(dst) - 1):
+                if _ints_only(dst[b:]) and _same_extent(src[:a], dst[:b]) and dst[b] > 1 \
+                        and dst[b + 1] > 1 and dst[b] * dst[b + 1] == src[a] \
+                        and math.prod(dst[b + 2:]) == inner:
+                    size = dst[b + 1]
+                    heads = [chan.ids[g * size:(g + 1) * size] for g in range(dst[b])]
+                    for head in heads:
+                        self.a.union(head[:1] * (size - 1), head[1:])
+                    return Chan(b, tuple(head[0] for head in heads))
         self.a.fix(chan.ids, f"reshape {name} splits or moves the channel axis "
                    f"({'x'.join(map(str, src))} -> {'x'.join(map(str, dst))})")
         return None
