@@ -14,7 +14,7 @@ import hwcompile
 from hwcompile.frontend import import_onnx
 from hwcompile.target import resolve_target
 from hwcompile.targets.cpu.defaults import schedule_func
-from hwcompile.targets.cpu.schedule_pad import padded_extent
+from hwcompile.targets.cpu.schedule_pad import padded_extent, padded_rows
 
 M, K, N = 5, 24, 37  # N: no half vector of 4, 8 or 16 lanes divides it
 
@@ -62,6 +62,23 @@ def test_matmul_of_two_inputs_with_odd_columns_matches_numpy(tmp_path):
     got = _compile(tmp_path, model)(a, c)
     want = a.astype(np.float64) @ c
     assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+
+
+def test_prime_row_count_is_padded_for_the_register_tile(tmp_path):
+    """37 rows (attention over a prime number of frames): padded to 40, tiled by 8 or 10."""
+    model = float_model("bmm", [helper.make_node("MatMul", ["a", "c"], ["y"])], [],
+                        {"a": [2, 37, 40], "c": [2, 40, 16]}, {"y": [2, 37, 16]})
+    rng = np.random.default_rng(8)
+    a = rng.standard_normal((2, 37, 40)).astype(np.float32)
+    c = rng.standard_normal((2, 40, 16)).astype(np.float32)
+    got = _compile(tmp_path, model)(a, c)
+    want = a.astype(np.float64) @ c
+    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+    assert padded_rows(37) == 40 and padded_rows(40) is None and padded_rows(7) is None
+    target = resolve_target("cpu")
+    mod = target.tunable_module(import_onnx(model).bound_module())
+    [func] = [f for _, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+    assert "T.int64(40), T.int64(16)" in schedule_func(func, target.default_schedule_lanes).script()
 
 
 def test_odd_columns_are_padded_vectorized_and_the_weight_copy_folded():

@@ -8,10 +8,14 @@ widens the block's iteration space to whole vectors instead: operands indexed by
 axis get zero-padded copies (a constant weight's copy is marked as a layout-rewrite
 preprocessing block, so the pipeline folds it at compile time, laid out in the order the
 tile reads it) and a trimming block writes the real columns back, which becomes the
-tile's write-back.
+tile's write-back. The tile's rows (a matmul's rows) get the same treatment when no row
+count of 4–13 divides them (199 attention frames: a tile of one row did one multiply-add
+per load; padded to 200, 25 rows: 3× faster).
 """
 
 from __future__ import annotations
+
+import math
 
 from tvm import tirx
 from tvm.s_tir import Schedule
@@ -32,39 +36,54 @@ def padded_extent(extent: int, lanes: int) -> int | None:
     return -(-extent // multiple) * multiple
 
 
+def padded_rows(extent: int) -> int | None:
+    """The extent to pad the tile's row axis to (a matmul's rows: 199 attention frames),
+    or None to keep it: rows whose divisors allow a tile of at least 4 keep them."""
+    if extent < 16 or any(extent % d == 0 for d in range(4, 14)):
+        return None
+    return -(-extent // 8) * 8
+
+
 def pad_simd_axis(sch: Schedule, block, lanes: int):
-    """Pad ``block``'s innermost spatial axis to whole vectors (see module docstring).
-    Returns (trimming block, padded weight copies) or None when nothing was padded; the
-    copies are (block, axis of the padded dimension) for ``pack_padded_weights``."""
+    """Pad ``block``'s innermost spatial axis to whole vectors, and the one before it (the
+    tile's rows) to a multiple of 8 when no row count of 4–13 divides it (see module
+    docstring). Returns (trimming block, padded constant-weight copies) or None when
+    nothing was padded."""
     loops = sch.get_loops(block)
     kinds = iter_kinds(sch, block)
     extents = [sch.get(loop).extent for loop in loops]
     if not all(isinstance(e, tirx.IntImm) for e in extents):
         return None
-    axis = max(i for i, k in enumerate(kinds) if k == "S")
-    target = padded_extent(int(extents[axis]), lanes)
-    if target is None:
-        return None
-    factors = [1] * len(loops)
-    factors[axis] = target
+    spatial = [i for i, k in enumerate(kinds) if k == "S"]
+    wanted = {spatial[-1]: padded_extent(int(extents[spatial[-1]]), lanes)}
+    depth = math.prod(int(e) for e, k in zip(extents, kinds) if k == "R")
+    # Padded columns make the write-back scalar (a predicate on the vector lane); a short
+    # reduction then spends as much there as in the tile, and more rows make it worse
+    # (wav2vec2's 199×16×199 attention scores: 0.35 ms with both axes padded, 0.14 without
+    # the rows; 64-deep: 0.33 against 0.79).
+    if len(spatial) > 1 and not (wanted[spatial[-1]] and depth < 32):
+        wanted[spatial[-2]] = padded_rows(int(extents[spatial[-2]]))
+    wanted = {axis: size for axis, size in wanted.items() if size is not None}
     producers_before = {sch.get(b).name_hint for b in sch.get_producers(block)}
-    try:
-        sch.pad_einsum(block, factors)
-    except ScheduleError:  # indices that are not plain loop variables (a strided conv1d)
+    # Both axes, else the vector axis alone: a conv's rows index its input as h·s + kh,
+    # which pad_einsum cannot pad.
+    for axes in ([*wanted], [spatial[-1]] if spatial[-1] in wanted else []):
+        if not axes:
+            return None
+        try:
+            sch.pad_einsum(block, [wanted[i] if i in axes else 1 for i in range(len(loops))])
+            break
+        except ScheduleError:  # indices that are not plain loop variables (a strided conv1d)
+            continue
+    else:
         return None
     copies = [b for b in sch.get_producers(block)
               if sch.get(b).name_hint not in producers_before]
-    consumers = sch.get_consumers(block)
-    if len(consumers) != 1:
-        return None
     func = sch.mod["main"]
     free = [func.params[int(i)] for i in func.attrs.get("layout_free_buffers", [])]
-    weights = []
-    for copy in copies:
-        source = sch.get(copy).reads[0].source
-        if any(source.same_as(p) for p in free):
-            weights.append(copy)
-    return consumers[0], weights
+    weights = [copy for copy in copies
+               if any(sch.get(copy).reads[0].source.same_as(p) for p in free)]
+    return sch.get_consumers(block)[0], weights
 
 
 def pack_padded_weights(sch: Schedule, block, weights: list, vec: int) -> None:
