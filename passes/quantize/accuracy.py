@@ -2,6 +2,9 @@
 
 Bias correction removes the systematic output shift a layer's weight rounding causes:
 E[W_q·x] − E[W·x] = (W_q − W)·E[x], with E[x] the per-channel input means from calibration.
+
+The per-layer error runs the float model and its quantized twin side by side in one compiled
+function (``probe.paired``) and keeps four sums per layer, not the tensors.
 """
 
 from __future__ import annotations
@@ -10,14 +13,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import tvm
 
 from hwcompile.calibration_data import CalibrationSet, load_calibration
 from hwcompile.errors import CalibrationError
 from hwcompile.model import Model
+from hwcompile.rewrite import dataflow_bindings
 
 from . import scheme as sc
-from .calibration import FloatProbe, TensorStats
-from .probe import Runner, exposed
+from .calibration import Steps, TensorStats, float_positions
+from .kernels import CHUNKS
+from .probe import Runner, compile_for_host, exposed, paired
 from .rewrite import IntegerEmitter, Plan
 
 
@@ -51,13 +57,40 @@ def run_all(runner: Callable[[dict], list[np.ndarray]], data: CalibrationSet
     return [np.concatenate([np.atleast_1d(o[i]) for o in outs]) for i in range(len(outs[0]))]
 
 
-def layer_errors(float_probe: FloatProbe, make: Callable[[], IntegerEmitter],
-                 positions: list[int], data: CalibrationSet) -> dict[int, tuple[float, float]]:
-    """(SQNR dB, cosine) of each position's quantized value against the float model's."""
-    every = run_all(float_probe, data)
-    want = [every[float_probe.positions.index(p)] for p in positions]
-    got = run_all(Runner(make().run(exposed(float_probe.model, positions))), data)
-    return {p: (sc.sqnr_db(w, g), sc.cosine(w, g)) for p, w, g in zip(positions, want, got)}
+def layer_errors(model: Model, emitter: IntegerEmitter, positions: list[int],
+                 data: CalibrationSet, progress: Callable[[str], None] = lambda m: None
+                 ) -> dict[int, tuple[float, float]]:
+    """(SQNR dB, cosine) of each position's quantized value against the float model's,
+    over all of ``data`` (positions that hold no float tensor are left out)."""
+    floats = set(float_positions(model))
+    positions = [p for p in positions if p in floats]
+    progress(f"quantization report: compiling the float and quantized models "
+             f"({len(positions)} tensors compared)")
+    twin = emitter.run(exposed(model, positions))
+    vm = compile_for_host(paired(model, twin, positions,
+                                 lambda kernels, want, got: kernels.error_sums(want, got)))
+    names = [s.name for s in model.inputs]
+    sums = np.zeros((len(positions), 4))
+    steps = Steps(progress, "quantization report", len(data.feeds))
+    for index, feed in enumerate(data):
+        result = vm["main"](*[tvm.runtime.tensor(np.require(feed[n], requirements="C"))
+                              for n in names])
+        sums += np.stack([r.numpy().reshape(CHUNKS, 4).sum(0) for r in result])
+        steps.done(index + 1)
+    return {p: (_sqnr_db(*s), _cosine(*s)) for p, s in zip(positions, sums)}
+
+
+def _sqnr_db(signal: float, noise: float, _cross: float, _approx: float) -> float:
+    """``scheme.sqnr_db`` from sums: Σa², Σ(a−b)²."""
+    if noise == 0:
+        return float("inf")
+    return float(10.0 * np.log10(max(signal, 1e-30) / noise))
+
+
+def _cosine(signal: float, _noise: float, cross: float, approx: float) -> float:
+    """``scheme.cosine`` from sums: Σab / (|a|·|b|)."""
+    denom = np.sqrt(signal) * np.sqrt(approx)
+    return float(cross / denom) if denom else 1.0
 
 
 def _top1(output: np.ndarray) -> np.ndarray:
@@ -65,13 +98,17 @@ def _top1(output: np.ndarray) -> np.ndarray:
     return output.reshape(output.shape[0], -1).argmax(1)
 
 
+def _output_probe(model: Model) -> Model:
+    """``model`` returning only the tensor of its last binding (the top-1 source)."""
+    return exposed(model, [len(dataflow_bindings(model.main)) - 1])
+
+
 class Evaluator:
     """Top-1 accuracy on labelled data, or top-1 agreement with the float model."""
 
-    def __init__(self, float_probe: FloatProbe, data: CalibrationSet, labels: np.ndarray | None):
+    def __init__(self, model: Model, data: CalibrationSet, labels: np.ndarray | None):
         self.data, self.labels = data, labels
-        output = float_probe.positions.index(len(float_probe.bindings) - 1)
-        self.float_top1 = _top1(run_all(float_probe, data)[output])
+        self.float_top1 = _top1(run_all(Runner(_output_probe(model)), data)[0])
         self.reference = self.score_top1(self.float_top1)
 
     def score_top1(self, top1: np.ndarray) -> float:
@@ -95,12 +132,11 @@ def load_eval(path: str | None, model: Model, calibration: CalibrationSet
     return data, data.labels
 
 
-def sensitivity(float_probe: FloatProbe, make: Callable[[set[str]], IntegerEmitter],
+def sensitivity(model: Model, make: Callable[[set[str]], IntegerEmitter],
                 names: list[str], data: CalibrationSet) -> dict[str, float]:
     """Output SQNR (dB) when only one layer is quantized: lower means more sensitive."""
-    output = len(float_probe.bindings) - 1
-    probe = exposed(float_probe.model, [output])
-    want = run_all(float_probe, data)[float_probe.positions.index(output)]
+    probe = _output_probe(model)
+    want = run_all(Runner(probe), data)[0]
     result = {}
     for name in names:
         emitter = make({n for n in names if n != name})

@@ -1,24 +1,66 @@
-"""Running a Model with its intermediate tensors exposed (for calibration and error reports).
+"""Running a Model, or functions built on its graph, on the host CPU (calibration, reports).
 
-A probe is the model's ``main`` rewritten to return chosen bindings (by their position in
-``main``), compiled once for the host CPU and run on feeds. Positions, not variables, name
-tensors because every rebuild makes new variables but keeps the binding order.
+Probes are compiled once with the CPU target's own pipeline (its default schedules, fused
+kernels, the integer dot products of int8 convs), so a calibration run costs about what the
+compiled model costs, not TVM's unscheduled loops. Tensors are named by their binding
+position in ``main`` (``"b<position>"``) or ``"in:<input>"``: every rebuild makes new
+variables but keeps the binding order.
+
+``ProbeModule`` builds functions that replay ``main``'s bindings and then reduce chosen
+tensors inside the graph (``kernels.py``), so a probe returns a few numbers per tensor
+instead of the tensors.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import tvm
 from tvm import relax
+from tvm.relax.backend.cpu_generic import get_default_pipeline
+from tvm.relax.utils import copy_with_new_vars
 
 from hwcompile.model import Model
 from hwcompile.rewrite import dataflow_bindings
+from hwcompile.targets.cpu import cpu_target
+
+from .kernels import Emitter
+
+
+def compile_for_host(mod: tvm.IRModule) -> relax.VirtualMachine:
+    """``mod`` built for this CPU with the CPU target's pipeline (TVM's stock lowering if
+    that fails, as the target itself does), loaded in a VM."""
+    target = cpu_target(None)
+    try:
+        executable = tvm.compile(mod, target.tvm_target, relax_pipeline=target.relax_pipeline())
+    except RuntimeError:  # TVM's InternalError: a check failed inside the CPU pipeline
+        executable = tvm.compile(mod, target.tvm_target,
+                                 relax_pipeline=get_default_pipeline(target.tvm_target))
+    return relax.VirtualMachine(executable, tvm.cpu())
+
+
+def _numpy(result) -> list[np.ndarray]:
+    if isinstance(result, tvm.runtime.Tensor):
+        return [result.numpy()]
+    return [r.numpy() for r in result]
+
+
+def _tensors(feed: dict[str, np.ndarray], names: Sequence[str]) -> list:
+    return [tvm.runtime.tensor(np.require(feed[n], requirements="C")) for n in names]
+
+
+def key_of(model: Model) -> dict[relax.Var, str]:
+    """Tensor names of ``main``'s inputs and bindings (see module docstring)."""
+    keys = {v: f"in:{s.name}" for v, s in zip(model.main.params, model.inputs)}
+    keys.update({b.var: f"b{i}" for i, b in enumerate(dataflow_bindings(model.main))})
+    return keys
 
 
 def exposed(model: Model, positions: Sequence[int]) -> Model:
-    """``model`` whose main returns a tuple of the bindings at ``positions``."""
+    """``model`` whose main returns a tuple of the bindings at ``positions``; one binding
+    per position as before (the integer rewrite counts them), in a dataflow block again so
+    the kernels still fuse."""
     mod = relax.transform.ToNonDataflow()(model.mod)
     func = mod["main"]
     bindings = dataflow_bindings(func)
@@ -26,11 +68,8 @@ def exposed(model: Model, positions: Sequence[int]) -> Model:
     body = relax.SeqExpr(func.body.blocks, relax.Tuple(fields))
     new = relax.Function(func.params, body, relax.TupleType([f.ty for f in fields]), True,
                          func.attrs)
-    return model.replace(mod=model.module_with_main(new))
-
-
-def host_target() -> tvm.target.Target:
-    return tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu()})
+    mod = relax.transform.ConvertToDataflow(min_size=1)(model.module_with_main(new))
+    return model.replace(mod=mod)
 
 
 class Runner:
@@ -38,12 +77,94 @@ class Runner:
 
     def __init__(self, model: Model):
         self.names = [s.name for s in model.inputs]
-        executable = tvm.compile(model.bound_module(), host_target())
-        self._vm = relax.VirtualMachine(executable, tvm.cpu())
+        self._vm = compile_for_host(model.bound_module())
 
     def __call__(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
-        args = [tvm.runtime.tensor(np.require(feed[n], requirements="C")) for n in self.names]
-        result = self._vm["main"](*args)
-        if isinstance(result, tvm.runtime.Tensor):
-            return [result.numpy()]
-        return [r.numpy() for r in result]
+        return _numpy(self._vm["main"](*_tensors(feed, self.names)))
+
+
+# What a probe function adds after the replayed bindings: given the kernel emitter, the
+# tensors by name and the function's extra parameters, the expressions it returns.
+Outputs = Callable[[Emitter, dict[str, relax.Expr], list[relax.Var]], list[relax.Expr]]
+
+
+class ProbeModule:
+    """Functions that each replay ``model``'s graph (weights bound as constants) and return
+    what an ``Outputs`` callback computes from its tensors; compiled once, together."""
+
+    def __init__(self, model: Model):
+        self.model = model
+        bound = model.bound_module()
+        self._main = bound["main"]
+        self._bb = relax.BlockBuilder()
+        self._others = {gv: f for gv, f in bound.functions_items() if gv.name_hint != "main"}
+        self._vm: relax.VirtualMachine | None = None
+
+    def add(self, name: str, outputs: Outputs, extra_params: Sequence[relax.Var] = ()) -> None:
+        func = copy_with_new_vars(self._main)  # each function binds its own variables
+        bindings = dataflow_bindings(func)
+        tensors = {f"in:{s.name}": v for v, s in zip(func.params, self.model.inputs)}
+        tensors.update({f"b{i}": b.var for i, b in enumerate(bindings)})
+        bb = self._bb
+        with bb.function(name, list(func.params) + list(extra_params), pure=True):
+            with bb.dataflow():
+                for binding in bindings:
+                    bb.emit_normalized(binding)
+                results = outputs(Emitter(bb), tensors, list(extra_params))
+                out = bb.emit_output(relax.Tuple(results))
+            bb.emit_func_output(out)
+
+    def compile(self) -> None:
+        functions = dict(self._others)
+        functions.update(dict(self._bb.get().functions_items()))
+        mod = tvm.IRModule(functions, attrs=self.model.mod.attrs)
+        self._vm = compile_for_host(relax.transform.DeadCodeElimination(
+            [gv.name_hint for gv, f in functions.items() if isinstance(f, relax.Function)])(mod))
+
+    def __call__(self, name: str, feed: dict[str, np.ndarray], *extra: np.ndarray
+                 ) -> list[np.ndarray]:
+        if self._vm is None:
+            self.compile()
+        args = _tensors(feed, [s.name for s in self.model.inputs])
+        args += [tvm.runtime.tensor(np.require(a, requirements="C")) for a in extra]
+        return _numpy(self._vm[name](*args))
+
+
+def paired(model: Model, quantized_probe: Model, positions: Sequence[int],
+           compare: Callable[[Emitter, relax.Expr, relax.Expr], relax.Expr]) -> tvm.IRModule:
+    """One function running ``model`` and ``quantized_probe`` (``model`` rewritten, whose
+    main returns its values at ``positions``) on the same inputs, returning
+    ``compare(kernels, float value, quantized value)`` per position.
+
+    The two graphs are interleaved position by position (the rewrite emits in position
+    order), so each float value dies soon after its quantized twin is computed: memory
+    stays near two models' working sets, not every tensor of both."""
+    reference = copy_with_new_vars(model.bound_module()["main"])
+    twin = copy_with_new_vars(quantized_probe.bound_module()["main"])
+    twin = twin.bind_params(dict(zip(twin.params, reference.params)))
+    ours, theirs = dataflow_bindings(reference), dataflow_bindings(twin)
+    defined = {b.var: i for i, b in enumerate(theirs)}
+    result = twin.body.body
+    fields = theirs[defined[result]].value.fields if result in defined else result.fields
+    bb = relax.BlockBuilder()
+    kernels = Emitter(bb)
+    with bb.function("main", list(reference.params), pure=True):
+        with bb.dataflow():
+            done_ours = done_theirs = 0
+            outputs = []
+            for position, value in zip(positions, fields):
+                while done_ours <= position:
+                    bb.emit_normalized(ours[done_ours])
+                    done_ours += 1
+                while value in defined and done_theirs <= defined[value]:
+                    bb.emit_normalized(theirs[done_theirs])
+                    done_theirs += 1
+                outputs.append(compare(kernels, ours[position].var, value))
+            out = bb.emit_output(relax.Tuple(outputs))
+        bb.emit_func_output(out)
+    functions = {gv: f for gv, f in quantized_probe.mod.functions_items()
+                 if gv.name_hint != "main"}
+    functions.update({gv: f for gv, f in model.mod.functions_items() if gv.name_hint != "main"})
+    functions.update(dict(bb.get().functions_items()))
+    return relax.transform.DeadCodeElimination(["main"])(
+        tvm.IRModule(functions, attrs=model.mod.attrs))
