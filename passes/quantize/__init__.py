@@ -12,7 +12,7 @@ from hwcompile.pipeline import PassContext, register_pass
 from hwcompile.rewrite import dataflow_bindings
 
 from . import accuracy, qdq, report  # noqa: F401  (qdq registers lower-qdq)
-from .calibration import FloatProbe, collect, tensor_range
+from .calibration import HISTOGRAM_METHODS, collect, float_positions, observed_keys, tensor_range
 from .rewrite import IntegerEmitter, UnquantizableLayer, plan
 from .scheme import resolve_scheme
 
@@ -50,8 +50,8 @@ def quantize(model: Model, ctx: PassContext, *,
         raise PassError(f"pass 'quantize' option 'keep_float': no layer named "
                         f"{', '.join(unknown)}; layers are {', '.join(names)}")
     ctx.progress(f"calibrating on {data.num_samples} samples")
-    float_probe = FloatProbe(model)
-    stats, from_cache = collect(float_probe, data, cache, ctx.progress)
+    stats, from_cache = collect(model, observed_keys(model, the_plan), data,
+                                method in HISTOGRAM_METHODS, cache, ctx.progress)
 
     def ranges(key: str) -> tuple[float, float]:
         return tensor_range(stats[key], method, k=k, percentile=percentile)
@@ -73,12 +73,12 @@ def quantize(model: Model, ctx: PassContext, *,
         extra["left_float"] = left_float
     if max_drop is not None:
         quantized, emitter, kept, extra["accuracy"] = _control(
-            float_probe, quantized, emitter, kept, names, make, max_drop, eval, data, ctx)
+            model, quantized, emitter, kept, names, make, max_drop, eval, data, ctx)
     # The last float tensor stands for the output (the last binding may be a tuple).
-    last = float_probe.positions[-1]
+    last = float_positions(model)[-1]
     positions = sorted({r.position for r in emitter.records} | {last})
-    errors = accuracy.layer_errors(float_probe, lambda: make(kept), positions,
-                                   data.head(REPORT_SAMPLES))
+    errors = accuracy.layer_errors(model, make(kept), positions, data.head(REPORT_SAMPLES),
+                                   ctx.progress)
     extra["output_sqnr_db"] = report._number(errors[last][0])
     kept_list = [n for n in names if n in kept]
     ctx.details.update(report.details(scheme, emitter.records, errors, kept_list,
@@ -103,17 +103,17 @@ def _emit_quantizable(make, kept: set[str], ctx) -> tuple:
             ctx.progress(f"quantize: layer '{err.layer}' left in float: {err.reason}")
 
 
-def _control(float_probe, quantized, emitter, kept, names, make, max_drop, eval_path, data, ctx):
+def _control(model, quantized, emitter, kept, names, make, max_drop, eval_path, data, ctx):
     """Keep the most sensitive layers float until the drop is within ``max_drop``."""
-    eval_data, labels = accuracy.load_eval(eval_path, float_probe.model, data)
-    evaluator = accuracy.Evaluator(float_probe, eval_data, labels)
+    eval_data, labels = accuracy.load_eval(eval_path, model, data)
+    evaluator = accuracy.Evaluator(model, eval_data, labels)
     score = evaluator.score(quantized)
     steps = [{"kept_float": sorted(kept), "score": score}]
     order: list[str] | None = None
     while evaluator.reference - score > max_drop:
         if order is None:
             ctx.progress("measuring per-layer sensitivity")
-            sens = accuracy.sensitivity(float_probe, make, names, eval_data.head(REPORT_SAMPLES))
+            sens = accuracy.sensitivity(model, make, names, eval_data.head(REPORT_SAMPLES))
             order = sorted(names, key=lambda n: sens[n])
         candidates = [n for n in order if n not in kept]
         if not candidates:
