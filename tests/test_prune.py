@@ -295,6 +295,12 @@ def test_iterative_prune_ends_at_the_single_step_counts(tmp_path):
          "fc2.weight": f"64 -> {64 - round(0.3 * k / 3 * 64)}"} for k in (1, 2, 3)]
     assert {k: v.shape for k, v in staged.params.items() if "weight" in k} == \
         {k: v.shape for k, v in single.params.items() if "weight" in k}
+    # ``removed`` names original channel indices, composed over the steps
+    sizes = {"fc1.weight.permute_dims": 128, "fc2.weight": 64}
+    for details in (one[0]["details"], three[0]["details"]):
+        removed = details["removed"]
+        assert {k: len(v) for k, v in removed.items()} == {k: round(0.3 * n) for k, n in sizes.items()}
+        assert all(sorted(set(v)) == v and v[-1] < sizes[k] for k, v in removed.items())
     art = hwcompile.compile(staged, "cpu", tmp_path / "art", passes="dce")
     out = hwcompile.load(art)(data["input"][:4])
     assert out.shape == (4, 10) and np.isfinite(out).all()

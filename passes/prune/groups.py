@@ -246,7 +246,8 @@ class _Walker:
         self.a.spaces.append(Space(f"{weight}:out", out))
         xin = self.info(x)
         if xin is not None and xin.axis != 1:
-            self.a.fix(xin.ids, f"conv2d {name} reads channels on a non-channel axis")
+            self.a.fix(xin.ids, f"conv2d {name} reads them along a spatial axis (after a "
+                       "reshape, e.g. a DFL box decode)")
             xin = None
         cout_g = cout // groups
         if groups == 1:
