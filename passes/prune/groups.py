@@ -3,10 +3,15 @@
 Walks the networkx view (``hwcompile.graph.to_networkx``) in topological order and gives
 every tensor at most one *channel axis*, described position by position with channel ids.
 Each conv/dense output channel gets a fresh id; ops propagate ids (elementwise, pooling,
-batch-norm, permute), re-index them (concat, split), repeat them (reshape/flatten: one
-channel becomes a block of dense inputs) or *couple* them with a union-find (residual adds,
-depthwise convs: in-channel k with out-channels of group k, grouped convs: the same position
-in every group). A *unit* is a union-find class: the channels removed together.
+resize, pad, batch-norm, permute, squeeze), re-index them (concat, split, channel slices),
+repeat them (reshape/flatten: one channel becomes a block of dense inputs; one tensor
+concatenated several times, as in SPPF) or *couple* them with a union-find, as DepGraph
+(Torch-Pruning) does: residual adds and channel multiplies (squeeze-excitation), depthwise
+convs (in-channel k with out-channels of group k), grouped convs (the same position in
+every group), tensors joined along another axis (a detector's levels: position p of each),
+a channel axis split into (heads, head_dim) (each head one unit) and the head axis two
+activations share in a matmul (attention). A *unit* is a union-find class: the channels
+removed together.
 
 Channels that must stay are *fixed*, with the reason kept for the report: those reaching a
 graph output, and every channel of an operand of an op the analysis does not understand.
