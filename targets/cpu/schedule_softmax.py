@@ -54,7 +54,7 @@ def softmax_shape(func: tirx.PrimFunc) -> tuple[int, ...] | None:
     shape = tuple(int(d) for d in shapes[0])
     if tuple(int(d) for d in shapes[1]) != shape or axis != [len(shape) - 1]:
         return None
-    return shape
+    return shape if math.prod(shape) < 2 ** 31 else None  # the kernel indexes in int32
 
 
 def _exp_nonpositive(x):
