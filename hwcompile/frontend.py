@@ -276,6 +276,7 @@ def import_onnx(
     from tvm import relax
     from tvm.relax.frontend.onnx import from_onnx
 
+    from .clip_ops import clip_as_min_max
     from .onnx_rewrite import prepare
     from .onnx_rewrite.importer_gaps import legalize
 
@@ -311,7 +312,7 @@ def import_onnx(
     except Exception as err:
         raise UnsupportedOpError(f"{source}: the Relax importer failed: {_first_line(err)}"
                                  f"{_symbolic_hint(inputs)}") from None
-    mod, detached = relax.frontend.detach_params(mod)
+    mod, detached = relax.frontend.detach_params(clip_as_min_max(mod))
     main = mod["main"].without_attr("params")
     mod["main"] = main
     weight_vars = main.params[len(inputs):]

@@ -14,7 +14,9 @@ from hwcompile.rewrite import RebuildContext, call_name, free_vars, rebuild
 _FOLDABLE_CALLS = ("relax.permute_dims", "relax.reshape", "relax.squeeze", "relax.expand_dims",
                    "relax.astype", "relax.add", "relax.subtract", "relax.multiply",
                    "relax.divide", "relax.sqrt", "relax.rsqrt", "relax.negative",
-                   "relax.transpose", "relax.flatten", "relax.broadcast_to")
+                   "relax.transpose", "relax.flatten", "relax.broadcast_to",
+                   # the importer's Clip: NaN bounds replaced on weight scalars
+                   "relax.isnan", "relax.where", "relax.maximum", "relax.minimum")
 
 
 def _evaluate(expr: relax.Expr) -> np.ndarray | None:
