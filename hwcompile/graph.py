@@ -46,8 +46,15 @@ def _numel(shape: tuple) -> int:
     return int(np.prod([d if isinstance(d, int) else 1 for d in shape], dtype=np.int64))
 
 
-def _macs(call: relax.Call, out_shape: tuple) -> int:
-    op = call_name(call)
+MAC_OPS = ("relax.nn.conv1d", "relax.nn.conv2d", "relax.nn.conv3d", "relax.nn.conv2d_transpose",
+           "relax.matmul", "relax.nn.dense", "relax.linear")
+
+
+def macs(call: relax.Call) -> int:
+    """Multiply-accumulates of one conv/matmul call (a symbolic dimension counts as 1)."""
+    op, out_shape = call_name(call), _tensor_shape(call.ty)
+    if op == "relax.nn.conv2d_transpose":  # each input: (Cout/groups) × kernel
+        return _numel(_tensor_shape(call.args[0].ty)) * _numel(_tensor_shape(call.args[1].ty)[1:])
     if op in ("relax.nn.conv2d", "relax.nn.conv1d", "relax.nn.conv3d"):
         w_shape = _tensor_shape(call.args[1].ty)
         return _numel(out_shape) * _numel(w_shape[1:])  # each output: Cin/groups × kernel
@@ -74,7 +81,7 @@ def layers(model: Model) -> list[Layer]:
             dtype=str(getattr(binding.var.ty, "dtype", "")),
             weights=weights,
             params=sum(int(model.params[w].size) for w in weights),
-            macs=_macs(binding.value, out_shape),
+            macs=macs(binding.value),
         ))
     return result
 

@@ -18,10 +18,13 @@ from hwcompile.target import resolve_target
 DIGITS_PASSES = "fold-constants,fold-batchnorm,dce,quantize"
 
 
-def conv_dense_model(outlier: float = 1.0) -> onnx.ModelProto:
+def conv_dense_model(outlier: float = 1.0, second_gemm: bool = False) -> onnx.ModelProto:
     """Conv(3→8, pad 1)+bias → Relu → MaxPool 2×2 → Flatten → Gemm(128→10)+bias → Relu →
-    Reshape(N, 2, 5): every layer's output is int8, dequantized only at the model output.
-    ``outlier`` scales one Gemm weight (a layer per-tensor int8 cannot represent)."""
+    Reshape(N, 2, 5): the conv's output is int8 (the pooling and the Gemm read it as int8);
+    the Gemm, read only by float code (the model output), dequantizes its int32
+    accumulator. ``outlier`` scales one Gemm weight (a layer per-tensor int8 cannot
+    represent); ``second_gemm`` adds a Gemm(10→10) after the ReLU, so the first one's output
+    is int8 too."""
     rng = np.random.default_rng(7)
     fw = rng.standard_normal((10, 128)).astype(np.float32) * 0.1
     fw[0, 0] *= outlier
@@ -37,6 +40,11 @@ def conv_dense_model(outlier: float = 1.0) -> onnx.ModelProto:
              helper.make_node("Gemm", ["f", "fw", "fb"], ["g"], transB=1),
              helper.make_node("Relu", ["g"], ["gr"]),
              helper.make_node("Reshape", ["gr", "shape"], ["y"])]
+    if second_gemm:
+        inits.append(numpy_helper.from_array(
+            (np.eye(10) + rng.standard_normal((10, 10)) * 0.1).astype(np.float32), "fw2"))
+        nodes[-1:] = [helper.make_node("Gemm", ["gr", "fw2"], ["g2"]),
+                      helper.make_node("Reshape", ["g2", "shape"], ["y"])]
     return float_model("conv_dense", nodes, inits, {"x": ["N", 3, 8, 8]}, {"y": ["N", 2, 5]})
 
 
@@ -109,12 +117,11 @@ def test_conv_and_dense_match_numpy_integer_reference_bit_exactly(scheme, tmp_pa
     fwq = np.clip(np.round(fw / s_fw), -127, 127).astype(np.int64)
     fbias = np.round(fb / (s_f * s_fw)).astype(np.int64) - zp_f * fwq.sum(0)
     acc2 = pooled @ fwq + fbias
-    dout = dense["output"]
-    q2 = _requant_reference(acc2, dense["requant"], dout["zero_point"], dout["zero_point"], (10,))
+    assert dense["output"] == "float32"  # the accumulator times s_f·s_fw, in float32, ReLU
+    expected = np.maximum(acc2.astype(np.float32) * (s_f * s_fw).astype(np.float32), 0)
 
     got = model(x).reshape(5, 10)
-    got_q = np.round(got.astype(np.float64) / dout["scale"] + dout["zero_point"])
-    np.testing.assert_array_equal(got_q, q2)
+    np.testing.assert_array_equal(got, expected)
     # and the integer model tracks the float one (error bounded, relative to the output range)
     ref = ort_run(proto, {"x": x})[0].reshape(5, 10)
     assert np.abs(got - ref).max() <= 0.1 * np.abs(ref).max()
@@ -203,8 +210,9 @@ def test_statistics_cache_is_reused(tmp_path):
 
 def test_accuracy_control_keeps_the_sensitive_layer_float(tmp_path):
     """Per-tensor power-of-two weights cannot hold one huge weight next to small ones: the
-    dense layer's other outputs collapse. max_drop must find it and keep it float."""
-    proto = conv_dense_model(outlier=400.0)
+    dense layer's other outputs collapse (its int8 output feeds a second Gemm). max_drop
+    must find it and keep it float."""
+    proto = conv_dense_model(outlier=400.0, second_gemm=True)
     rng = np.random.default_rng(3)
     calib = rng.standard_normal((64, 3, 8, 8)).astype(np.float32)
     x_eval = rng.standard_normal((128, 3, 8, 8)).astype(np.float32)

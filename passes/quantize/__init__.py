@@ -13,6 +13,7 @@ from hwcompile.rewrite import dataflow_bindings
 
 from . import accuracy, qdq, report  # noqa: F401  (qdq registers lower-qdq)
 from .calibration import HISTOGRAM_METHODS, collect, float_positions, observed_keys, tensor_range
+from .coverage import coverage
 from .rewrite import IntegerEmitter, UnquantizableLayer, plan
 from .scheme import resolve_scheme
 
@@ -74,6 +75,7 @@ def quantize(model: Model, ctx: PassContext, *,
     if max_drop is not None:
         quantized, emitter, kept, extra["accuracy"] = _control(
             model, quantized, emitter, kept, names, make, max_drop, eval, data, ctx)
+    extra.update(coverage(emitter, left_float))
     # The last float tensor stands for the output (the last binding may be a tuple).
     last = float_positions(model)[-1]
     positions = sorted({r.position for r in emitter.records} | {last})

@@ -8,8 +8,11 @@ shift in int64, or a pure int32 shift under power-of-two scales, then the zero p
 (ReLU's lower bound is the zero point) and a cast — or, when nothing integer consumes it,
 a dequantization of the int32 accumulator straight to float.
 
-Between layers, residual adds, ReLU, concat, global average pooling (``mean``), max pooling
-and layout ops stay integer when an input is already int8. ``R.quantize``/``R.dequantize``
+Between layers, adds and products of two tensors (residuals, squeeze-excitation gates),
+ReLU, concat, split, global average pooling (``mean``), max pooling, nearest resize and
+layout ops stay integer when an input is already int8, and so does any elementwise chain of
+one tensor (SiLU, hard-swish, sigmoid, GELU, clips...) as a 256-entry lookup table
+(``lookup.py``). ``R.quantize``/``R.dequantize``
 appear only where float and integer parts meet. Planning (``plan``) is done once on the
 float model, by binding position, so the same plan rewrites the model and its probes.
 """
@@ -34,13 +37,20 @@ from hwcompile.rewrite import (
     rebuild,
 )
 
+from . import lookup
 from . import scheme as sc
 from .scheme import QParams, Requant, Scheme
 
+# Largest output step change between neighbouring codes an int8 table may have.
+MAX_TABLE_JUMP = 16
+
+# Ops that move int8 values without changing them: the output keeps the input's scale.
 _LAYOUT_OPS = ("relax.reshape", "relax.flatten", "relax.permute_dims", "relax.squeeze",
-               "relax.expand_dims")
-_INT_OPS = _LAYOUT_OPS + ("relax.add", "relax.nn.relu", "relax.concat", "relax.mean",
-                          "relax.nn.max_pool2d")
+               "relax.expand_dims", "relax.strided_slice", "relax.split",
+               "relax.image.resize2d")
+_SAME_SCALE_OPS = _LAYOUT_OPS + ("relax.nn.relu", "relax.nn.max_pool2d")
+INT_OPS = _LAYOUT_OPS + ("relax.add", "relax.multiply", "relax.nn.relu", "relax.concat",
+                          "relax.mean", "relax.nn.max_pool2d")
 
 
 @dataclass
@@ -67,6 +77,7 @@ class Plan:
     owner: dict[int, int]  # position folded into another → the position that emits it
     int_ops: set[int]  # positions of ops that run on int8 when an input is integer
     fused_relu: dict[int, int] = field(default_factory=dict)  # add position → its ReLU
+    lookups: dict[int, lookup.Region] = field(default_factory=dict)  # by tail position
 
     def layer_names(self) -> list[str]:
         return [layer.name for layer in self.layers.values()]
@@ -142,15 +153,19 @@ def plan(model: Model) -> Plan:
                 owner[part] = layer.tail
         layers[layer.tail] = layer
 
-    int_ops, fused = set(), {}
+    lookups = _lookup_regions(model, bindings, users, layers, owner, rc.weight)
+    int_ops, fused = set(lookups), {}
+    split_items = _split_items(bindings)
     for i, b in enumerate(bindings):
-        if i in owner or i in layers or call_name(b.value) not in _INT_OPS:
+        if i in split_items:
+            int_ops.add(i)
+        if i in owner or i in layers or i in lookups or call_name(b.value) not in INT_OPS:
             continue
-        if call_name(b.value) == "relax.add":
+        if call_name(b.value) in ("relax.add", "relax.multiply"):
             a, c = b.value.args
-            if rc.weight(a) is not None or rc.weight(c) is not None or \
-                    not structural_equal(a.ty.shape, c.ty.shape):
-                continue  # only tensor + tensor of one shape (residual adds)
+            if rc.weight(a) is not None or rc.weight(c) is not None or not _broadcasts(a, c):
+                continue  # only tensor (op) tensor: residual adds, gates
+        if call_name(b.value) == "relax.add":
             relu = only_user(b.var, "relax.nn.relu")
             if relu is not None:
                 fused[i] = relu
@@ -161,8 +176,52 @@ def plan(model: Model) -> Plan:
             continue
         if call_name(b.value) == "relax.mean" and not _static_reduction(b.value):
             continue
+        if call_name(b.value) == "relax.image.resize2d" and \
+                b.value.attrs.method != "nearest_neighbor":
+            continue  # interpolation makes new values: stays float
         int_ops.add(i)
-    return Plan(layers, owner, int_ops, fused)
+    return Plan(layers, owner, int_ops, fused, lookups)
+
+
+def _lookup_regions(model: Model, bindings, users, layers, owner, weight
+                    ) -> dict[int, lookup.Region]:
+    """Elementwise chains that become tables; their inner positions are owned by the tail.
+    A lone ReLU is left to ``max(q, zero point)``, cheaper than a gather."""
+    outputs = set(free_vars(model.main.body.body))
+    found = {}
+    for region in lookup.find_regions(bindings, users, outputs, weight):
+        if any(m in owner or m in layers for m in region.members):
+            continue
+        if region.ops(bindings) == ["nn.relu"]:
+            continue
+        found[region.tail] = region
+        for m in region.members[:-1]:
+            owner[m] = region.tail
+    return found
+
+
+def _split_items(bindings) -> set[int]:
+    """Positions of ``TupleGetItem``s of a ``split``: integer when the split is."""
+    splits = {b.var for b in bindings if call_name(b.value) == "relax.split"}
+    return {i for i, b in enumerate(bindings)
+            if isinstance(b.value, relax.TupleGetItem) and b.value.tuple_value in splits}
+
+
+def _broadcasts(a: relax.Expr, b: relax.Expr) -> bool:
+    """Two tensors of one shape, or of static shapes broadcasting to one of them."""
+    if structural_equal(a.ty.shape, b.ty.shape):
+        return True
+    try:
+        sa = [int(d) for d in a.ty.shape.values]
+        sb = [int(d) for d in b.ty.shape.values]
+    except (AttributeError, TypeError):
+        return False
+    rank = max(len(sa), len(sb))
+    sa, sb = [1] * (rank - len(sa)) + sa, [1] * (rank - len(sb)) + sb
+    if any(m != n and 1 not in (m, n) for m, n in zip(sa, sb)):
+        return False
+    result = [max(m, n) for m, n in zip(sa, sb)]
+    return result in (sa, sb)
 
 
 def _static_reduction(mean: relax.Call) -> bool:
@@ -256,19 +315,39 @@ class IntegerEmitter:
         bindings = dataflow_bindings(model.main)
         self.bindings = bindings
         self.key = {b.var: f"b{i}" for i, b in enumerate(bindings)}
+        self.positions = {b.var: i for i, b in enumerate(bindings)}
         self.key.update({v: f"in:{s.name}" for v, s in zip(model.main.params, model.inputs)})
+        self.users = binding_users(bindings)
+        self.coarse_lookups: dict[int, str] = {}  # lookup tail → why it stays float
+        self.read_by_float_only: set[int] = set()  # integer ops left float: no int consumer
         self.quantized = self._quantized_positions()
-        users: dict[relax.Var, list[int]] = {}
-        for i, b in enumerate(bindings):
-            for var in free_vars(b.value):
-                users.setdefault(var, []).append(i)
         # A layer's output is int8 only when an integer op or layer consumes it.
-        self.int8_out = {t for t in self.quantized if
-                         any(the_plan.owner.get(u, u) in self.quantized
-                             for u in users.get(bindings[t].var, []))}
+        self.int8_out = {t for t in self.quantized if self._integer_consumer(t)}
+
+    def _integer_consumer(self, position: int) -> bool:
+        return any(self.plan.owner.get(u, u) in self.quantized
+                   for u in self.users.get(self.bindings[position].var, []))
 
     def _quantized_positions(self) -> set[int]:
-        """Layers (minus kept-float ones) and integer ops reachable from them."""
+        """Layers (minus kept-float ones) and the integer ops reachable from them; minus
+        lookup tables too coarse to represent their function, and integer ops whose result
+        only float code reads (int8 there would add error and save nothing)."""
+        quantized = self._reachable(set())
+        weight = RebuildContext(self.model).weight
+        for tail, region in self.plan.lookups.items():
+            reason = self._too_coarse(region, weight) if tail in quantized else None
+            if reason:
+                self.coarse_lookups[tail] = reason
+        if self.coarse_lookups:
+            quantized = self._reachable(set(self.coarse_lookups))
+        self.quantized = quantized
+        for i in sorted(quantized, reverse=True):  # users come after their producers
+            if i not in self.plan.layers and not self._integer_consumer(i):
+                quantized.discard(i)
+                self.read_by_float_only.add(i)
+        return quantized
+
+    def _reachable(self, excluded: set[int]) -> set[int]:
         done: set[relax.Var] = set()
         quantized: set[int] = set()
         fused_add = {relu: add for add, relu in self.plan.fused_relu.items()}
@@ -277,12 +356,43 @@ class IntegerEmitter:
             if layer is not None and layer.name not in self.keep_float:
                 quantized.add(i)
                 done.add(b.var)
-            elif i in self.plan.int_ops:
+            elif i in self.plan.int_ops and i not in excluded:
                 source = self.bindings[fused_add[i]].value if i in fused_add else b.value
-                if any(v in done for v in free_vars(source)):
+                region = self.plan.lookups.get(i)
+                sources = [region.root(self.bindings)] if region else free_vars(source)
+                if any(v in done for v in sources):
                     quantized.add(i)
                     done.add(b.var)
         return quantized
+
+    def _too_coarse(self, region: lookup.Region, weight) -> str | None:
+        """Why an int8 table cannot carry ``region`` (its input's step moves the output
+        by more than ``MAX_TABLE_JUMP`` output steps: e.g. an LSTM gate's sigmoid fed a
+        pre-activation whose calibrated range is ±15,000), or None."""
+        qp_in = self._input_qparams(region.root(self.bindings))
+        qp_out = self.qparams_of(self.bindings[region.tail].var)
+        table = lookup.table(region, self.bindings, weight, qp_in, qp_out).astype(np.int32)
+        jump = int(np.abs(np.diff(table)).max(initial=0))
+        if jump <= MAX_TABLE_JUMP:
+            return None
+        return (f"an int8 table is too coarse: one input step moves the output by up to "
+                f"{jump} steps (input range ±{float(qp_in.scale) * 128:.3g})")
+
+    def _input_qparams(self, var: relax.Var) -> QParams:
+        """The quantization ``var`` will have as an integer op's input: its own, or that of
+        the tensor it is a view of (layout ops, split parts, ReLU, max pooling)."""
+        position = self.positions.get(var)
+        while position is not None and position in self.plan.int_ops \
+                and position not in self.plan.lookups:
+            value = self.bindings[position].value
+            if isinstance(value, relax.TupleGetItem):
+                source = value.tuple_value
+            elif call_name(value) in _SAME_SCALE_OPS:
+                source = value.args[0]
+            else:
+                break
+            var, position = source, self.positions.get(source)
+        return self.qparams_of(var)
 
     def qparams_of(self, old: relax.Var) -> QParams:
         lo, hi = self.ranges(self.key[old])
@@ -304,6 +414,10 @@ class IntegerEmitter:
         """Record ``old_var``'s int8 form; return its float view (dead unless used)."""
         q_expr = rc.emit(q_expr, "q")
         self.q[old_var] = (q_expr, qp)
+        return self._dequantize(q_expr, qp)
+
+    @staticmethod
+    def _dequantize(q_expr: relax.Expr, qp: QParams) -> relax.Expr:
         return relax.op.dequantize(q_expr, _const(qp.scale, "float32"),
                                    _const(qp.zero_point, "int8"), out_dtype="float32")
 
@@ -403,9 +517,24 @@ class IntegerEmitter:
     def int_op(self, rc: RebuildContext, position: int, binding: relax.VarBinding) -> relax.Expr:
         value, op = binding.value, call_name(binding.value)
         fused_add = {relu: add for add, relu in self.plan.fused_relu.items()}
-        name = f"{op.rsplit('.', 1)[-1]}@{binding.var.name}"
+        name = f"{(op or 'item').rsplit('.', 1)[-1]}@{binding.var.name}"
         if position in fused_add:  # add + relu
             value, op = self.bindings[fused_add[position]].value, "relax.add+relu"
+        if position in self.plan.lookups:
+            return self._lookup(rc, position, binding, self.plan.lookups[position])
+        if isinstance(value, relax.TupleGetItem):  # a part of an integer split
+            parts, qp = self.q[value.tuple_value]
+            self._record(name.replace("item@", "split@"), "split", [qp], qp, position)
+            return self._finish(rc, binding.var, relax.TupleGetItem(parts, value.index), qp)
+        if op == "relax.multiply":
+            return self._product(rc, position, binding, name)
+        if op == "relax.split":
+            q, qp = self.int8(rc, value.args[0])
+            parts = rc.emit(relax.Call(value.op, [q], value.attrs), "q")
+            self.q[binding.var] = (parts, qp)  # recorded per part (float positions)
+            count = len(binding.var.ty.fields)
+            return relax.Tuple([self._dequantize(rc.emit(relax.TupleGetItem(parts, k)), qp)
+                                for k in range(count)])
         if op in ("relax.add", "relax.add+relu"):
             terms = [self.int8(rc, a) for a in value.args]
             qp_out = self.qparams_of(binding.var)
@@ -449,6 +578,37 @@ class IntegerEmitter:
                              value.ty_args)
         self._record(name, op, [qp], qp, position)
         return self._finish(rc, binding.var, out, qp)
+
+    def _lookup(self, rc: RebuildContext, position: int, binding: relax.VarBinding,
+                region: lookup.Region) -> relax.Expr:
+        q, qp = self.int8(rc, region.root(self.bindings))
+        qp_out = self.qparams_of(binding.var)
+        table = lookup.table(region, self.bindings, rc.weight, qp, qp_out)
+        index = rc.emit(relax.op.add(relax.op.astype(q, "int32"), _const(128, "int32")))
+        ops = ",".join(region.ops(self.bindings))
+        self._record(f"lookup@{binding.var.name}", f"lookup({ops})", [qp], qp_out, position)
+        # in bounds by construction; "clip" only spares users TVM's warning about "fast"
+        looked_up = relax.op.take(_const(table, "int8"), index, axis=0, mode="clip")
+        return self._finish(rc, binding.var, looked_up, qp_out)
+
+    def _product(self, rc: RebuildContext, position: int, binding: relax.VarBinding,
+                 name: str) -> relax.Expr:
+        """int8 ``(q_a − zp_a)(q_b − zp_b)·s_a·s_b / s_out + zp_out``: the products fit
+        int32 (|·| ≤ 255²), one fixed-point requantization."""
+        terms = [self.int8(rc, a) for a in binding.value.args]
+        product = None
+        for q, qp in terms:
+            term = rc.emit(relax.op.astype(q, "int32"))
+            if int(qp.zero_point):
+                term = rc.emit(relax.op.subtract(term, _const(qp.zero_point, "int32")))
+            product = term if product is None else rc.emit(relax.op.multiply(product, term))
+        qp_out = self.qparams_of(binding.var)
+        real = float(terms[0][1].scale) * float(terms[1][1].scale) / float(qp_out.scale)
+        rq = sc.requant_params(np.asarray(real), self.scheme.power_of_two)
+        self._record(name, "relax.multiply", [t[1] for t in terms], qp_out, position, rq)
+        q = emit_requant(rc, product, rq, int(qp_out.zero_point), qp_out.qmin,
+                         int(qp_out.qmax), ())
+        return self._finish(rc, binding.var, q, qp_out)
 
     def _record(self, name, op, inputs, out, position, rq=None) -> None:
         self.records.append(LayerRecord(name, op.replace("relax.", ""), inputs, out, None, rq,
