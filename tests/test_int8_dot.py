@@ -11,12 +11,14 @@ import pytest
 import tvm
 from conftest import float_model
 from onnx import helper, numpy_helper
+from tvm import relax
 
 import hwcompile
 from hwcompile.frontend import import_onnx
 from hwcompile.pipeline import PassContext, parse_spec, run_pipeline
 from hwcompile.target import resolve_target
 from hwcompile.targets.cpu.int8_dot import MADD_256, MADD_512, VNNI, int8_dot_product
+from hwcompile.targets.cpu.layout import cpu_layout
 from hwcompile.targets.cpu.pipeline import cpu_pipeline
 
 
@@ -57,23 +59,53 @@ def dot_cnn() -> onnx.ModelProto:
     return float_model("dot_cnn", nodes, inits, {"x": ["N", 3, 12, 12]}, {"y": ["N", 16, 6, 6]})
 
 
+def narrow_conv() -> onnx.ModelProto:
+    """A conv with 8 output channels (padded to a whole dot product) on a symmetric input
+    (zero point 0: the conv keeps its own zero padding)."""
+    w = numpy_helper.from_array(np.random.default_rng(12).standard_normal((8, 16, 3, 3))
+                                .astype(np.float32) * 0.2, "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])]
+    return float_model("narrow_conv", nodes, [w], {"x": ["N", 16, 12, 12]}, {"y": ["N", 8, 12, 12]})
+
+
+def test_narrow_self_padded_conv_takes_the_instruction_operands():
+    """Channel padding runs before the integer-graph rewrite, and a conv that pads its input
+    itself gets uint8 operands too (both were plain int8 loops: 12× slower)."""
+    target = resolve_target(DOT_TARGETS["vpdpbusd"][0])
+    calibration = {"x": np.random.default_rng(3).standard_normal((8, 1, 16, 12, 12))
+                   .astype(np.float32)}
+    ctx = PassContext(constraints=target.constraints, calibration=calibration, target=target)
+    quantized, _ = run_pipeline(import_onnx(narrow_conv()),
+                                parse_spec("fold-constants,quantize(symmetric=true)"), ctx)
+    with target.tvm_target:
+        laid_out = cpu_layout(target.tvm_target)(quantized.bound_module())
+    convs = []
+    relax.analysis.post_order_visit(laid_out["main"], lambda e: convs.append(e) if isinstance(
+        e, relax.Call) and getattr(e.op, "name", "") == "relax.nn.conv2d" else None)
+    assert [(str(c.args[0].ty.dtype), int(c.args[1].ty.shape[-1])) for c in convs] == \
+        [("uint8", 16)]
+
+
 @pytest.fixture(scope="module")
 def calibration():
     return {"x": np.random.default_rng(1).standard_normal((32, 3, 12, 12)).astype(np.float32)}
 
 
+@pytest.mark.parametrize("model", [dot_cnn, narrow_conv])
 @pytest.mark.parametrize("name", DOT_TARGETS)
-def test_dot_product_kernels_compute_the_same_integers(name, calibration, tmp_path):
+def test_dot_product_kernels_compute_the_same_integers(name, model, tmp_path):
     spec, feature = DOT_TARGETS[name]
     if not _host_has(feature):
         pytest.skip(f"this CPU has no {feature} to run {name} code")
-    proto = dot_cnn()
+    proto, channels = model(), 3 if model is dot_cnn else 16
+    calibration = {"x": np.random.default_rng(1).standard_normal((32, channels, 12, 12))
+                   .astype(np.float32)}
     passes = "fold-constants,quantize(method=minmax)"
     dot = hwcompile.load(hwcompile.compile(proto, spec, tmp_path / "dot", passes=passes,
                                            calibration=calibration))
     plain = hwcompile.load(hwcompile.compile(proto, PLAIN, tmp_path / "plain", passes=passes,
                                              calibration=calibration))
-    x = np.random.default_rng(2).standard_normal((3, 3, 12, 12)).astype(np.float32) * 1.5
+    x = np.random.default_rng(2).standard_normal((3, channels, 12, 12)).astype(np.float32) * 1.5
     got, want = dot(x), plain(x)
     np.testing.assert_array_equal(got, want)  # bit-identical int8 results, dequantized alike
     assert np.abs(got).max() > 0  # not a degenerate all-zero output

@@ -70,17 +70,20 @@ class _ConvInputMutator(relax.PyExprMutator):
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:
         call = super().visit_call_(call)
-        if (not dense_nchw_conv(call) or str(call.attrs.out_dtype) != "int32"
-                or any(int(p) for p in call.attrs.padding)):
+        if not dense_nchw_conv(call) or str(call.attrs.out_dtype) != "int32":
             return call
         a, weight = call.attrs, call.args[1]
         w = weight.value.numpy().astype(np.int64)
         data = self.lookup_binding(call.args[0]) if isinstance(call.args[0], relax.Var) else None
-        if (isinstance(data, relax.Call) and isinstance(data.op, tvm.ir.Op)
-                and data.op.name == "relax.nn.pad" and data.attrs.pad_mode == "constant"):
+        own = [int(p) for p in a.padding]  # top, left, bottom, right: the input's zero point is 0
+        explicit = (isinstance(data, relax.Call) and isinstance(data.op, tvm.ir.Op)
+                    and data.op.name == "relax.nn.pad" and data.attrs.pad_mode == "constant")
+        if explicit and any(own):
+            return call
+        if explicit:
             x, width, value = data.args[0], [int(v) for v in data.attrs.pad_width], float(data.attrs.pad_value)
         else:
-            x, width, value = call.args[0], [0] * 8, 0.0
+            x, width, value = call.args[0], [0, 0, 0, 0, own[0], own[2], own[1], own[3]], 0.0
         ty = x.ty if isinstance(x.ty, relax.TensorType) else None
         convert = (self.dot is not None and ty is not None and str(ty.dtype) == "int8"
                    and fits_conv(self.dot, w.shape))

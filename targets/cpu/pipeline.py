@@ -18,15 +18,20 @@ from .batched_fold import batched_fold_constant
 from .defaults import HeuristicCpuSchedule
 from .int8_dot import int8_dot_product
 from .layout import cpu_layout
+from .lookup_fusion import lookup_tables_elementwise
 
 
 def tunable_passes(target: tvm.target.Target, report: dict | None = None
                    ) -> list[tvm.transform.Pass]:
     """Layout choice, op legalization and fusion: what tuning tasks are cut from. Kernels
     learn which parameters are constant weights (``layout_free_buffers``): schedules,
-    tuned or default, may then change those weights' layout for free."""
-    legalize = [batched_fold_constant() if p.info.name == "FoldConstant" else p
-                for p in cpu_generic.legalize_passes(target)]
+    tuned or default, may then change those weights' layout for free. Int8 table lookups
+    count as elementwise, so they fuse (``lookup_fusion.py``)."""
+    legalize = []
+    for p in cpu_generic.legalize_passes(target):
+        legalize.append(batched_fold_constant() if p.info.name == "FoldConstant" else p)
+        if p.info.name == "AnnotateTIROpPattern":
+            legalize.append(lookup_tables_elementwise)
     return [cpu_layout(target, report), *cpu_generic.library_dispatch_passes(target),
             *legalize, relax.transform.AttachAttrLayoutFreeBuffers()]
 
