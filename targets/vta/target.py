@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from hwcompile.errors import TargetError, VTAError
+from hwcompile.graph import MAC_OPS, macs
 from hwcompile.model import Model
+from hwcompile.rewrite import call_name, dataflow_bindings
 from hwcompile.target import BuildResult, Constraints, QuantScheme, Target, register_target
 
 from . import cli  # noqa: F401  (registers `hwcompile vta`)
@@ -78,6 +80,7 @@ class VtaTarget(Target):
             entry.update(layer=seg.spec.name, op=seg.kind, plan=plan.to_json(),
                          tuned=tuned is not None, cycles=report.total_cycles,
                          gemm_utilization=round(report.gemm_utilization, 4),
+                         gemm_cycles=report.gemm_cycles,
                          macs=seg.spec.macs, note=seg.note)
             programs.append(entry)
             keys.append(entry["key"])
@@ -87,14 +90,26 @@ class VtaTarget(Target):
         built = CpuTarget(host_target(), "cpu").build(host, out_dir)
         (out_dir / CONFIG_FILE).write_text(json.dumps(self.cfg.to_dict(), indent=2) + "\n")
         cycles = sum(p["cycles"] for p in programs)
+        # whole network, VTA programs only: useful GEMM cycles over all their cycles
+        utilization = sum(p["gemm_cycles"] for p in programs) / cycles if cycles else 0.0
         return BuildResult(built.library, built.loadable, {
             "accelerator": "vta", "config": CONFIG_FILE, "bitstream": self.cfg.bitstream,
             "hw_ver": self.cfg.hw_ver, "clock_mhz": self.cfg.clock_mhz,
             "cycles_per_sample": cycles,
+            "gemm_utilization": round(utilization, 4),
+            "vta_mac_fraction": _vta_mac_fraction(model, part),
             "latency_ms_per_sample": cycles / (self.cfg.clock_mhz * 1e3),
             "partition": [d.to_json() for d in part.decisions],
             "programs": programs,
         }, runtime_weights=built.runtime_weights)
+
+
+def _vta_mac_fraction(model: Model, part) -> float:
+    """Share of the network's conv/matmul multiply-accumulates that run on VTA."""
+    total = sum(macs(b.value) for b in dataflow_bindings(model.main)
+                if call_name(b.value) in MAC_OPS)
+    on_vta = sum(seg.spec.macs for seg in part.segments)
+    return round(on_vta / total, 4) if total else 0.0
 
 
 def parse(argument: str | None) -> VtaTarget:
