@@ -11,7 +11,9 @@ the model computes it, so only small arrays leave the VM:
 
 Sums are accumulated in float64 in chunks, so they differ from numpy's pairwise sums only in
 rounding (~1e-16 relative); min, max and the counts are exact. Each kernel is written as
-scheduled TIR (outer loop parallel) so the CPU pipeline leaves it alone.
+scheduled TIR so the CPU pipeline leaves it alone, and runs on one thread: a probe calls
+them hundreds of times per sample, and waking the thread pool for each call cost ten times
+the kernels' own work on a loaded 2-core machine (yolov8_tiny: 1.37 s → 0.20 s a sample).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from tvm import relax
 from tvm.script import tirx as T
 
 BINS = 2048
-CHUNKS = 8  # parallel partial results of histogram and error_sums (summed on the host)
+CHUNKS = 8  # partial results of histogram and error_sums (summed on the host)
 
 
 @T.prim_func(private=True, s_tir=True)
@@ -35,7 +37,7 @@ def channel_stats(x_handle: T.handle, out_handle: T.handle):
     with T.sblock("root"), T.sblock("channel_stats"):
         T.reads(x[0:n, 0:c, 0:r])
         T.writes(out[0:5, 0:c])
-        for ch in T.parallel(c):
+        for ch in T.serial(c):
             out[0, ch] = T.float64(np.inf)
             out[1, ch] = T.float64(-np.inf)
             out[2, ch] = T.float64(0)
@@ -59,7 +61,7 @@ def histogram(x_handle: T.handle, edges_handle: T.handle, out_handle: T.handle):
     with T.sblock("root"), T.sblock("histogram"):
         T.reads(x[0:n], edges[0:BINS + 1])
         T.writes(out[0:CHUNKS, 0:BINS])
-        for p in T.parallel(CHUNKS):
+        for p in T.serial(CHUNKS):
             for b in range(BINS):
                 out[p, b] = T.int64(0)
             for i in range((n + CHUNKS - 1) // CHUNKS):
@@ -86,7 +88,7 @@ def error_sums(a_handle: T.handle, b_handle: T.handle, out_handle: T.handle):
     with T.sblock("root"), T.sblock("error_sums"):
         T.reads(a[0:n], b[0:n])
         T.writes(out[0:CHUNKS, 0:4])
-        for p in T.parallel(CHUNKS):
+        for p in T.serial(CHUNKS):
             for k in range(4):
                 out[p, k] = T.float64(0)
             for i in range((n + CHUNKS - 1) // CHUNKS):
