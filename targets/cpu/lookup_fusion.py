@@ -57,8 +57,8 @@ def layout_transparent_lookups(convert: tvm.transform.Pass) -> tvm.transform.Pas
     codes. ConvertLayout knows no layout rule for ``take``: it would transpose the codes
     back to NCHW for every lookup and the result to NHWC again for the next conv. A lookup
     is elementwise on its codes, so during the conversion it stands in as
-    ``bitwise_xor(codes, id)`` (an elementwise op ConvertLayout propagates; ``id`` numbers
-    the table), and is put back after."""
+    ``astype(bitwise_xor(codes, id), int8)`` (elementwise ops ConvertLayout propagates;
+    ``id`` numbers the table), and is put back after."""
 
     @tvm.transform.module_pass(opt_level=0, name="LayoutTransparentLookups")
     def _pass(mod: tvm.IRModule, ctx) -> tvm.IRModule:
@@ -98,7 +98,8 @@ class _HideLookups(relax.PyExprMutator):
             return call
         self.tables.append(call)
         marker = relax.const(np.int32(_MARK + len(self.tables) - 1), "int32")
-        return relax.op.bitwise_xor(call.args[1], marker)
+        # the cast keeps the lookup's dtype for its consumers (left as a no-op after)
+        return relax.op.astype(relax.op.bitwise_xor(call.args[1], marker), call.ty.dtype)
 
 
 @relax.expr_functor.mutator
