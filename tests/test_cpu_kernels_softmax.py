@@ -87,3 +87,5 @@ def test_the_row_kernel_replaces_the_legalized_softmax():
     assert "softmax_rows" in script and "T.vectorized" in script
     # the tuner gets no trace for it: the kernel is written, not scheduled
     assert heuristic_schedule(tvm.IRModule({"main": func}), target.default_schedule_lanes) is None
+    # and tuning leaves it alone, so no tuned record replaces it under --db
+    assert target.keeps_default(tvm.IRModule({"main": func}))

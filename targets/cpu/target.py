@@ -25,6 +25,7 @@ from .defaults import heuristic_schedule
 from .features import intrinsics_family, simd_floats
 from .int8_dot import dot_block, int8_dot_product
 from .pipeline import cpu_pipeline, tunable_module
+from .schedule_softmax import softmax_shape
 
 # Short names for common cross triples; anything else is taken as a full LLVM triple.
 _TRIPLES = {
@@ -92,7 +93,11 @@ class CpuTarget(Target):
 
     def keeps_default(self, kernel: tvm.IRModule) -> bool:
         """int8 convs the default schedule runs on the CPU's integer dot product: the
-        tuner's search space has no schedule with that instruction, only slower ones."""
+        tuner's search space has no schedule with that instruction, only slower ones; and
+        softmax, written by hand (``schedule_softmax.py``), which a tuned record would
+        replace with a scheduled one."""
+        if softmax_shape(kernel["main"]) is not None:
+            return True
         dot = int8_dot_product(self.tvm_target)
         if dot is None:
             return False
