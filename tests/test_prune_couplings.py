@@ -467,7 +467,7 @@ def _zero_units_in_relax(model, removed: dict[str, list[int]]):
     biases. Such a model computes exactly what the pruned one does if the analysis is
     right, whatever the activations do at zero; a wrong position or partner differs."""
     from hwcompile.passes.fold import fold_constants
-    from hwcompile.passes.prune.lift import constants_as_weights
+    from hwcompile.constant_weights import constants_as_weights
 
     model = constants_as_weights(fold_constants(model, PassContext()))
     analysis, _, _ = analyze(model)

@@ -16,6 +16,7 @@ from typing import Literal
 import numpy as np
 from tvm import relax
 
+from hwcompile.constant_weights import constants_as_weights
 from hwcompile.errors import PassError
 from hwcompile.model import Model
 from hwcompile.pipeline import PassContext, register_pass
@@ -24,7 +25,6 @@ from hwcompile.rewrite import RebuildContext, call_name, rebuild
 from . import data, importance
 from .compensate import Compensation, compensate_removed
 from .groups import Analysis, Chan, Group, analyze, int_values
-from .lift import constants_as_weights
 
 
 def check_ratio(ratio: float, name: str = "ratio") -> None:

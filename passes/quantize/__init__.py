@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Literal
 
 from hwcompile.calibration_data import load_calibration
+from hwcompile.constant_weights import constants_as_weights
 from hwcompile.errors import PassError
 from hwcompile.model import Model
 from hwcompile.pipeline import PassContext, register_pass
@@ -41,6 +42,7 @@ def quantize(model: Model, ctx: PassContext, *,
     scheme = resolve_scheme(constraints.quant_scheme if constraints else None, granularity,
                             symmetric, power_of_two)
     data = load_calibration(ctx.calibration, model.inputs)
+    model = constants_as_weights(model)  # layers are found by their weights
     the_plan = plan(model)
     names = the_plan.layer_names()
     if not names:

@@ -1,9 +1,11 @@
-"""Weights made sliceable per layer before pruning.
+"""Constant operands made named, per-layer weights (before pruning and quantization).
 
 Some exporters (paddle2onnx) store conv kernels and biases as Constant nodes, which stay
-Relax constants inside the graph. The dependency analysis (groups.py) slices only named
-weights, so such a conv would stay whole and pin its neighbours' channels with it (every
-squeeze-excitation block of the PaddleOCR models). Naming them lets them be sliced.
+Relax constants inside the graph. The passes work on named weights: pruning's dependency
+analysis (``passes/prune/groups.py``) slices only those, so such a conv would stay whole and
+pin its neighbours' channels with it (every squeeze-excitation block of the PaddleOCR
+models), and quantization finds layers by their weights, so it would leave the conv float.
+Naming them makes them weights like any other.
 
 Others deduplicate equal initializers: a transformer exported with zero biases has one
 zero vector as the bias of every projection (bert_tiny). A weight shared by several layers
