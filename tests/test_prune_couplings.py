@@ -466,8 +466,8 @@ def _zero_units_in_relax(model, removed: dict[str, list[int]]):
     every weight slice of the removed units zeroed: producer rows, consumer columns,
     biases. Such a model computes exactly what the pruned one does if the analysis is
     right, whatever the activations do at zero; a wrong position or partner differs."""
-    from hwcompile.passes.fold import fold_constants
     from hwcompile.constant_weights import constants_as_weights
+    from hwcompile.passes.fold import fold_constants
 
     model = constants_as_weights(fold_constants(model, PassContext()))
     analysis, _, _ = analyze(model)
