@@ -8,7 +8,7 @@ from typing import Any
 from hwcompile.graph import MAC_OPS, macs
 from hwcompile.rewrite import call_name, dataflow_bindings
 
-from .rewrite import INT_OPS, IntegerEmitter
+from .rewrite import INT_OPS, IntegerEmitter, gating_product
 
 # Ops that compute nothing worth reporting when they stay float.
 _QUIET = ("relax.reshape", "relax.flatten", "relax.squeeze", "relax.expand_dims",
@@ -67,6 +67,9 @@ def _reason(op, position, emitter, layer_of_core, left_float) -> str:
                "weight the rewrite does not recognize)"
     if op in _NO_INTEGER_FORM:
         return _NO_INTEGER_FORM[op]
+    if gating_product(emitter.bindings[position].value):
+        return "a product of two same-shaped activations (recurrent gating: int8 at every " \
+            "step would compound over the sequence)"
     if op in INT_OPS or position in plan.lookups or position in plan.int_ops:
         return "its input is float (no integer producer before it)"
     if op in ("relax.add", "relax.multiply", "relax.subtract", "relax.divide"):

@@ -165,6 +165,8 @@ def plan(model: Model) -> Plan:
             a, c = b.value.args
             if rc.weight(a) is not None or rc.weight(c) is not None or not _broadcasts(a, c):
                 continue  # only tensor (op) tensor: residual adds, gates
+            if gating_product(b.value):
+                continue
         if call_name(b.value) == "relax.add":
             relu = only_user(b.var, "relax.nn.relu")
             if relu is not None:
@@ -205,6 +207,19 @@ def _split_items(bindings) -> set[int]:
     splits = {b.var for b in bindings if call_name(b.value) == "relax.split"}
     return {i for i, b in enumerate(bindings)
             if isinstance(b.value, relax.TupleGetItem) and b.value.tuple_value in splits}
+
+
+def gating_product(value: relax.Expr) -> bool:
+    """A product of two activations of one shape: a recurrent cell's gating (LSTM/GRU:
+    f·c, i·g, o·tanh(c), z·h). Its result is the next step's state, so requantizing it to
+    int8 at every step compounds over the sequence (lstm_gru: output SQNR 45.6 → 37 dB
+    with the cells integer); it stays float, as onnxruntime's quantizer leaves recurrent
+    cells. Channel gates (squeeze-excitation: a pooled gate broadcast over the map) are
+    not this and stay integer."""
+    if call_name(value) != "relax.multiply":
+        return False
+    a, b = value.args
+    return structural_equal(a.ty.shape, b.ty.shape)
 
 
 def _broadcasts(a: relax.Expr, b: relax.Expr) -> bool:
