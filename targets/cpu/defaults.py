@@ -37,6 +37,7 @@ from tvm.s_tir.schedule import ScheduleError
 
 from hwcompile.tune.kernels import iter_kinds, reduction_blocks
 
+from . import fast_sigmoid  # noqa: F401  (registers the vectorizable sigmoid lowering)
 from .int8_dot import DotProduct, dot_block, intrinsic, pack_weights
 from .schedule_pad import PREPROC, pack_padded_weights, pad_simd_axis
 from .schedule_softmax import softmax_kernel, softmax_shape
@@ -234,15 +235,34 @@ def _read_in_plain_order(sch: Schedule, buffers: list) -> bool:
 
 
 def _inline_epilogue(sch: Schedule, writeback) -> None:
-    """Fold elementwise consumers of the tile's write-back into it, as far as they chain."""
+    """Fold elementwise consumers of the tile's write-back into it, as far as they chain.
+    A value read twice (SiLU: ``x · sigmoid(x)``) first has its inner consumer inlined
+    into the outer one (``sigmoid`` into the product), leaving a single consumer."""
     while True:
         consumers = sch.get_consumers(writeback)
-        if len(consumers) != 1:
+        if len(consumers) > 1:
+            if not _inline_any(sch, consumers):
+                return
+            continue
+        if not consumers:
             return
         try:
             sch.reverse_compute_inline(consumers[0])
         except ScheduleError:
             return
+
+
+def _inline_any(sch: Schedule, blocks: list) -> bool:
+    """Inline the first of ``blocks`` that can be inlined into its own consumers."""
+    for block in blocks:
+        if not sch.get_consumers(block):
+            continue  # writes a function output
+        try:
+            sch.compute_inline(block)
+            return True
+        except ScheduleError:
+            continue
+    return False
 
 
 def schedule_func(func: tirx.PrimFunc, lanes: int,
