@@ -1,0 +1,99 @@
+"""Regular (groups=1) fp32 convs with a bias + SiLU epilogue, as in the YOLO detectors: the
+default CPU schedule (targets/cpu/defaults.py) inlines the whole epilogue into the conv's
+register-tile write-back, and sigmoid is inline arithmetic (targets/cpu/fast_sigmoid.py),
+not an ``expf`` call per lane. Numerics against onnxruntime through the product path, on
+small shapes of the kinds the detectors have: 3×3, strided, 1×1, odd channel counts and
+the 3-channel stem."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tvm
+from conftest import float_model, ort_run
+from onnx import helper, numpy_helper
+
+import hwcompile
+from hwcompile.frontend import import_onnx
+from hwcompile.target import resolve_target
+from hwcompile.targets.cpu.defaults import schedule_func
+
+# (input channels, height, width, output channels, kernel, stride): padding kernel // 2
+SHAPES = {
+    "3x3": (16, 12, 12, 32, 3, 1),
+    "3x3_stride2_odd_input": (16, 13, 13, 32, 3, 2),
+    "1x1": (24, 10, 10, 48, 1, 1),
+    "odd_channels": (5, 9, 11, 18, 3, 1),
+    "stem_3_channels": (3, 32, 32, 16, 3, 2),
+}
+
+
+def _conv_silu_model(cin, h, w, cout, k, stride, silu=True):
+    rng = np.random.default_rng(cin * 1000 + cout)
+    weight = (rng.standard_normal((cout, cin, k, k)) / np.sqrt(cin * k * k)).astype(np.float32)
+    bias = (rng.standard_normal(cout) * 0.5).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c" if silu else "y"],
+                              kernel_shape=[k, k], strides=[stride] * 2, pads=[k // 2] * 4)]
+    if silu:
+        nodes += [helper.make_node("Sigmoid", ["c"], ["s"]),
+                  helper.make_node("Mul", ["c", "s"], ["y"])]
+    out = (h + 2 * (k // 2) - k) // stride + 1, (w + 2 * (k // 2) - k) // stride + 1
+    return float_model("conv_silu", nodes, [numpy_helper.from_array(weight, "w"),
+                                            numpy_helper.from_array(bias, "b")],
+                       {"x": [1, cin, h, w]}, {"y": [1, cout, *out]})
+
+
+def _compile(tmp_path, model):
+    path = tmp_path / "model.onnx"
+    path.write_bytes(model.SerializeToString())
+    return hwcompile.compile(str(path), "cpu", tmp_path / "art")
+
+
+@pytest.mark.parametrize("name", list(SHAPES))
+def test_conv_silu_matches_onnxruntime(tmp_path, name):
+    cin, h, w, *_ = SHAPES[name]
+    model = _conv_silu_model(*SHAPES[name])
+    x = np.random.default_rng(7).uniform(-2, 2, (1, cin, h, w)).astype(np.float32)
+    art = _compile(tmp_path, model)
+    got = hwcompile.load(art)(x)
+    [want] = ort_run(model, {"x": x})
+    assert got.shape == want.shape
+    assert np.abs(got - want).max() <= 2e-6 * np.abs(want).max()
+    assert b"expf" not in (art / "model.so").read_bytes()  # sigmoid inline, not libm per lane
+
+
+def _scheduled_conv(model):
+    target = resolve_target("cpu")
+    mod = target.tunable_module(import_onnx(model).bound_module())
+    [func] = [f for gv, f in mod.functions_items()
+              if isinstance(f, tvm.tirx.PrimFunc) and "conv2d" in gv.name_hint]
+    return func, schedule_func(func, target.default_schedule_lanes)
+
+
+@pytest.mark.parametrize("name", ["3x3", "1x1", "stem_3_channels"])
+def test_silu_is_inlined_into_the_tile_write_back(name):
+    """One block writes the output: the register tile's write-back, with bias and SiLU; no
+    full-size intermediate for the conv, the bias sum or the sigmoid is left."""
+    func, scheduled = _scheduled_conv(_conv_silu_model(*SHAPES[name]))
+    assert func.script().count("T.sblock(") >= 5  # pad, conv, add, sigmoid, multiply
+    script = scheduled.script()
+    blocks = [line.split('"')[1] for line in script.splitlines() if "T.sblock(\"" in line]
+    output = func.params[-1].name
+    writers = [line for line in script.splitlines() if f"{output}[" in line and " = " in line]
+    assert len(writers) == 1 and "T.sigmoid" in writers[0]
+    assert not any(name in ("T_add", "compute", "T_multiply") for name in blocks)
+    assert "T.unroll" in script and "T.vectorized" in script  # the register tile
+
+
+def test_sigmoid_is_accurate_over_its_whole_range(tmp_path):
+    x = np.concatenate([np.linspace(-100, 100, 4001), [-88.5, -87.4, 0.0, -0.0, 88.8, 1e-8]]
+                       ).astype(np.float32).reshape(1, -1)
+    model = float_model("sigmoid", [helper.make_node("Sigmoid", ["x"], ["y"])], [],
+                        {"x": list(x.shape)}, {"y": list(x.shape)})
+    art = _compile(tmp_path, model)
+    got = hwcompile.load(art)(x).astype(np.float64)
+    want = 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
+    assert np.abs(got - want).max() <= 1.2e-7
+    normal = x >= -87.0  # below, exp(x) leaves float32's normal range
+    assert (np.abs(got - want) / want)[normal].max() <= 1e-6
+    assert b"expf" not in (art / "model.so").read_bytes()
