@@ -97,3 +97,15 @@ def test_sigmoid_is_accurate_over_its_whole_range(tmp_path):
     normal = x >= -87.0  # below, exp(x) leaves float32's normal range
     assert (np.abs(got - want) / want)[normal].max() <= 1e-6
     assert b"expf" not in (art / "model.so").read_bytes()
+
+
+def test_48_channels_are_three_unrolled_registers():
+    """48 output channels (no multiple of 2 × 16): a tile of 3 registers per row, each a
+    16-lane vector (one 48-lane vector became scalar shuffles: 2 GFLOP/s)."""
+    lanes = resolve_target("cpu").default_schedule_lanes
+    if lanes != 16:
+        pytest.skip("the 3-register tile is for AVX-512's 16 lanes")
+    _, scheduled = _scheduled_conv(_conv_silu_model(*SHAPES["1x1"]))
+    script = scheduled.script()
+    assert "T.vectorized(T.int64(48))" not in script
+    assert "T.unroll(T.int64(3))" in script and "T.vectorized(T.int64(16))" in script
