@@ -9,9 +9,12 @@ Then, per PrimFunc:
   ``rows × vector`` outputs (rows from the output width, and height when the width is
   short) accumulated in a small buffer LLVM keeps in registers, sized to the register
   file; the reduction loops outside that tile; output-channel blocks outermost and the
-  outer loops in parallel; its elementwise epilogue (bias, ReLU, residual add) inlined
-  into the write-back; constant weights re-laid out once, at compile time, so each
-  channel block's weights are one contiguous stream (``_prepack_weights``); int8 convs
+  outer loops in parallel (48 channels: 3 unrolled 16-lane registers); its elementwise
+  epilogue (bias, ReLU, residual add, SiLU: a value read twice is first inlined into its
+  other reader) inlined into the write-back, where ``sigmoid`` is inline arithmetic
+  (``fast_sigmoid.py``), not an ``expf`` call per lane; constant weights re-laid out
+  once, at compile time, so each channel block's weights are one contiguous stream
+  (``_prepack_weights``); int8 convs
   tile for and tensorize with the CPU's integer dot product (``vpdpbusd``/``vpmaddwd``,
   ``int8_dot.py``); an innermost axis no vector width divides (an OCR head's 18385
   classes) is first padded to whole vectors (``schedule_pad.py``);
