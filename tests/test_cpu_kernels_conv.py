@@ -109,3 +109,40 @@ def test_48_channels_are_three_unrolled_registers():
     script = scheduled.script()
     assert "T.vectorized(T.int64(48))" not in script
     assert "T.unroll(T.int64(3))" in script and "T.vectorized(T.int64(16))" in script
+
+
+def _nearest_loop(lines: list[str], index: int) -> str:
+    return next(line for line in reversed(lines[:index]) if line.lstrip().startswith("for "))
+
+
+@pytest.mark.parametrize("name", ["stem_3_channels", "3x3", "odd_channels"])
+def test_the_write_back_is_vectorized(name):
+    """The tile's write-back, SiLU included, runs on whole vectors (also with a single
+    channel block, whose outer loops the schedule fuses)."""
+    func, scheduled = _scheduled_conv(_conv_silu_model(*SHAPES[name]))
+    lines = scheduled.script().splitlines()
+    output = func.params[-1].name
+    [writer] = [i for i, line in enumerate(lines) if f"{output}[" in line and " = " in line]
+    assert "T.vectorized" in _nearest_loop(lines, writer)
+
+
+def _pad_block(scheduled) -> tuple[str, str]:
+    """The innermost loop around the padding block and that block's row binding."""
+    lines = scheduled.script().splitlines()
+    pad = next(i for i, line in enumerate(lines) if 'T.sblock("pad_temp")' in line)
+    rows = next(line for line in lines[pad:pad + 6] if "v_i1" in line)
+    return _nearest_loop(lines, pad), rows
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip())
+
+
+def test_a_strided_stem_pads_per_output_row():
+    """The stride-2 stem pads its input inside the output-row loop (rows ``2·y + 0..2``),
+    not in a separate pass over the whole image; a stride-1 conv keeps the separate pass."""
+    loop, rows = _pad_block(_scheduled_conv(_conv_silu_model(*SHAPES["stem_3_channels"]))[1])
+    assert "* T.int64(2) + " in rows
+    plain_loop, plain_rows = _pad_block(_scheduled_conv(_conv_silu_model(*SHAPES["3x3"]))[1])
+    assert "* T.int64(2)" not in plain_rows
+    assert _indent(loop) > _indent(plain_loop)  # nested in the conv's row loop
