@@ -186,3 +186,26 @@ def test_float_ops_are_reported_with_the_reason(tmp_path):
     assert "input is float" in reasons["sigmoid"]
     assert "no integer form" in reasons["nn.softmax"]
     assert details["integer_mac_fraction"] == 1.0  # the conv is integer
+
+
+def test_layers_feeding_a_too_coarse_table_stay_float(tmp_path):
+    """A sigmoid whose input spans thousands (an LSTM gate on unnormalized features) has no
+    int8 table, and int8 cannot feed it either: the layer computing its input stays float,
+    with the reason, so the output tracks float; a layer elsewhere stays integer."""
+    rng = np.random.default_rng(5)
+    inits = [numpy_helper.from_array((rng.standard_normal((32, 64)) * 0.2).astype(np.float32), "gate"),
+             numpy_helper.from_array((rng.standard_normal((32, 8)) * 0.2).astype(np.float32), "side")]
+    nodes = [helper.make_node("MatMul", ["x", "gate"], ["g"]),
+             helper.make_node("Sigmoid", ["g"], ["y"]),
+             helper.make_node("MatMul", ["x", "side"], ["z"])]
+    model = float_model("gate", nodes, inits, {"x": [1, 32]}, {"y": [1, 64], "z": [1, 8]})
+    x = (rng.standard_normal((24, 1, 32)) * 300).astype(np.float32)
+    art = hwcompile.compile(model, "cpu", tmp_path / "art", calibration={"x": x[:16]},
+                            passes="fold-constants,quantize")
+    details = hwcompile.load(art).metadata["pipeline"][-1]["details"]
+    assert "too coarse" in details["left_float"]["gate"]
+    assert [layer["layer"] for layer in details["layers"] if layer["op"] == "dense"] == ["side"]
+    loaded = hwcompile.load(art)
+    for sample in x[16:]:
+        want = ort_run(model, {"x": sample})[0]
+        np.testing.assert_allclose(loaded.run({"x": sample})["y"], want, atol=1e-5)

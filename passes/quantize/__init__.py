@@ -27,7 +27,7 @@ def quantize(model: Model, ctx: PassContext, *,
              granularity: str | None = None, symmetric: bool | None = None,
              power_of_two: bool | None = None, keep_float: list[str] | None = None,
              max_drop: float | None = None, eval: str | None = None,
-             bias_correction: bool | None = None, cache: str | None = None,
+             bias_correction: bool = True, cache: str | None = None,
              percentile: float = 99.99, k: float = 3.0) -> Model:
     """Post-training int8 quantization with calibration data (``--calibration``).
 
@@ -37,10 +37,7 @@ def quantize(model: Model, ctx: PassContext, *,
     ``eval`` (an .npz of inputs and optional ``labels``; default: the calibration data,
     against the float model's predictions) is within it. ``cache`` is an .npz file for the
     calibration statistics. ``bias_correction`` subtracts each layer's expected weight-rounding
-    shift (W_q − W)·E[x]. By default it is on only for coarse weight schemes (per-tensor or
-    power-of-two scales, where rounding errors are large): with per-channel int8 weights it
-    removes a small shift for the layer alone, yet the real CNNs measured came out closer to
-    float without it.
+    shift (W_q − W)·E[x] (see README.md for when turning it off measured better).
     """
     constraints = ctx.constraints
     scheme = resolve_scheme(constraints.quant_scheme if constraints else None, granularity,
@@ -68,7 +65,7 @@ def quantize(model: Model, ctx: PassContext, *,
     input_key.update({b.var: f"b{i}" for i, b in enumerate(bindings)})
     shifts = accuracy.bias_shifts(model, the_plan, stats, scheme,
                                   lambda core: input_key.get(bindings[core].value.args[0], "")) \
-        if _corrects_bias(bias_correction, scheme) else {}
+        if bias_correction else {}
 
     def make(kept: set[str]) -> IntegerEmitter:
         return IntegerEmitter(model, the_plan, scheme, ranges, kept, shifts, method)
@@ -97,11 +94,6 @@ def quantize(model: Model, ctx: PassContext, *,
     return quantized.replace(annotations=notes)
 
 
-def _corrects_bias(option: bool | None, scheme) -> bool:
-    """The ``bias_correction`` option, or by default: only for coarse weight scales."""
-    return option if option is not None else (not scheme.per_channel or scheme.power_of_two)
-
-
 def _emit_quantizable(make, kept: set[str], ctx) -> tuple:
     """The integer model, with every layer that has no integer form (``kept`` grows by
     them) left in float; says which and why, one line each."""
@@ -109,7 +101,12 @@ def _emit_quantizable(make, kept: set[str], ctx) -> tuple:
     while True:
         emitter = make(kept)
         try:
-            return emitter, emitter.run(), left_float
+            quantized = emitter.run()
+            for layer, reason in emitter.sensitive_layers.items():
+                if layer not in left_float:
+                    left_float[layer] = reason
+                    ctx.progress(f"quantize: layer '{layer}' left in float: {reason}")
+            return emitter, quantized, left_float
         except UnquantizableLayer as err:
             kept.add(err.layer)
             left_float[err.layer] = err.reason

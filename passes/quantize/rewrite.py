@@ -335,6 +335,7 @@ class IntegerEmitter:
         self.users = binding_users(bindings)
         self.coarse_lookups: dict[int, str] = {}  # lookup tail → why it stays float
         self.read_by_float_only: set[int] = set()  # integer ops left float: no int consumer
+        self.sensitive_layers: dict[str, str] = {}  # layers left float → why (see below)
         self.quantized = self._quantized_positions()
         # A layer's output is int8 only when an integer op or layer consumes it.
         self.int8_out = {t for t in self.quantized if self._integer_consumer(t)}
@@ -353,6 +354,14 @@ class IntegerEmitter:
             reason = self._too_coarse(region, weight) if tail in quantized else None
             if reason:
                 self.coarse_lookups[tail] = reason
+                # What int8 cannot feed this function, the layers computing its input cannot
+                # either: their output error (a step of their int8 input, through the weights)
+                # lands on the same range (silero_vad's LSTM gates: 9 dB with them int8).
+                for layer in self._layers_feeding(region.root(self.bindings)):
+                    ops = "·".join(region.ops(self.bindings))
+                    self.sensitive_layers.setdefault(
+                        self.plan.layers[layer].name,
+                        f"its output feeds {ops}, whose int8 table is too coarse: {reason}")
         if self.coarse_lookups:
             quantized = self._reachable(set(self.coarse_lookups))
         self.quantized = quantized
@@ -368,7 +377,8 @@ class IntegerEmitter:
         fused_add = {relu: add for add, relu in self.plan.fused_relu.items()}
         for i, b in enumerate(self.bindings):
             layer = self.plan.layers.get(i)
-            if layer is not None and layer.name not in self.keep_float:
+            if layer is not None and layer.name not in self.keep_float \
+                    and layer.name not in self.sensitive_layers:
                 quantized.add(i)
                 done.add(b.var)
             elif i in self.plan.int_ops and i not in excluded:
@@ -379,6 +389,29 @@ class IntegerEmitter:
                     quantized.add(i)
                     done.add(b.var)
         return quantized
+
+    def _layers_feeding(self, var: relax.Var) -> set[int]:
+        """Tails of the layers whose outputs reach ``var`` through adds, concats, views and
+        selections only (an LSTM gate: x·W + h·R, split)."""
+        found: set[int] = set()
+        stack, seen = [var], set()
+        while stack:
+            position = self.positions.get(stack.pop())
+            if position is None or position in seen:
+                continue
+            seen.add(position)
+            tail = self.plan.owner.get(position, position)
+            if tail in self.plan.layers:
+                found.add(tail)
+                continue
+            value = self.bindings[position].value
+            if isinstance(value, relax.TupleGetItem):
+                stack.append(value.tuple_value)
+            elif call_name(value) == "relax.take":  # a selection of the data's values
+                stack.append(value.args[0])
+            elif call_name(value) in _LAYOUT_OPS + ("relax.add", "relax.concat"):
+                stack.extend(free_vars(value))
+        return found
 
     def _too_coarse(self, region: lookup.Region, weight) -> str | None:
         """Why an int8 table cannot carry ``region`` (its input's step moves the output
