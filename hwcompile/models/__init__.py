@@ -8,6 +8,8 @@ build (``python -m hwcompile.models.digits``) all regenerate the trained example
 - :mod:`hwcompile.models.nn`: the numpy trainer digits is trained with.
 - :mod:`hwcompile.models.zoo`: random-weight test models (MLP, depthwise/grouped CNN, layout
   ops, ResNet-18 topology, a structured-pruning test bed).
+- :mod:`hwcompile.models.text_lines`: labelled text-line images (0° / 180°) for the corpus's
+  PaddleOCR direction classifier, rendered with Pillow (training and held-out data).
 - :mod:`hwcompile.models.graph`: the ONNX graph builder they share;
   :mod:`hwcompile.models.qdq`: onnxruntime's QDQ quantization of a model, as a reference.
 """

@@ -22,7 +22,7 @@ from hwcompile.model import Model
 from hwcompile.pipeline import PassContext, register_pass
 from hwcompile.rewrite import RebuildContext, call_name, rebuild
 
-from . import data, importance
+from . import autodiff, data, importance
 from .compensate import Compensation, compensate_removed
 from .groups import Analysis, Chan, Group, analyze, int_values
 
@@ -305,16 +305,18 @@ def prune(model: Model, ctx: PassContext, *, ratio: float = 0.5,
           round_to: int | None = None, ignore: list[str] | None = None,
           aggregate: Literal["mean", "sum", "max"] = "mean",
           normalize: Literal["none", "mean", "max", "sum"] = "mean",
-          steps: int = 1, finetune_steps: int = 100, lr: float = 1e-3,
-          compensate: bool = True, bn_fold: bool = True, measure: bool = False,
-          measure_repeat: int = 20) -> Model:
+          steps: int = 1, finetune_steps: int = 100, lr: float = 1e-3, batch: int = 32,
+          distill: bool = False, compensate: bool = True, bn_fold: bool = True,
+          measure: bool = False, measure_repeat: int = 20) -> Model:
     """Structured channel pruning: physically remove the least important channels.
 
     Coupled channels (residual adds, concat/split, depthwise/grouped convs, flatten->dense)
     are removed together; graph outputs and ops the analysis does not understand are left
     alone and listed in the report. ``round_to`` defaults to the target's channel multiple.
-    ``steps`` > 1 prunes iteratively with ``finetune_steps`` of fine-tuning in between
-    (needs calibration data). Gradient criteria (grad_l1, grad_l2, taylor) need calibration data.
+    ``steps`` > 1 prunes iteratively with ``finetune_steps`` of fine-tuning (Adam, ``lr``,
+    ``batch``; ``distill`` from the unpruned model) in between (needs calibration data);
+    each step is reported (``steps``: sizes, held-out accuracy with ``val_`` data, latency
+    with ``measure``). Gradient criteria (grad_l1, grad_l2, taylor) need calibration data.
     ``compensate`` folds each removed channel's expected activation into its consumers'
     biases; ``bn_fold`` scores kernels with their batch-norm scale folded in. ``measure``
     compiles the model before and after for the current target and times batch-1 runs
@@ -322,7 +324,7 @@ def prune(model: Model, ctx: PassContext, *, ratio: float = 0.5,
     """
     from hwcompile.passes.fold import fold_constants
 
-    from .finetune import finetune_model, remember_teacher
+    from .finetune import finetune_model, remember_teacher, training_function
 
     check_ratio(ratio)
     importance.check_criterion(criterion)
@@ -332,8 +334,8 @@ def prune(model: Model, ctx: PassContext, *, ratio: float = 0.5,
     if aggregate not in importance.AGGREGATES or normalize not in importance.NORMALIZATIONS:
         raise PassError(f"prune: aggregate must be one of {importance.AGGREGATES}, normalize "
                         f"one of {importance.NORMALIZATIONS}")
-    if steps < 1:
-        raise PassError(f"prune: steps={steps} must be at least 1")
+    if steps < 1 or batch < 1 or lr <= 0:
+        raise PassError(f"prune: steps={steps} and batch={batch} must be at least 1, lr={lr} > 0")
     if measure_repeat < 1:
         raise PassError(f"prune: measure_repeat={measure_repeat} must be at least 1")
     multiple = getattr(ctx.constraints, "channel_multiple", 1)
@@ -349,10 +351,14 @@ def prune(model: Model, ctx: PassContext, *, ratio: float = 0.5,
     model = constants_as_weights(fold_constants(model, ctx))
     original = model
     remember_teacher(ctx, model)
+    tracker = _StepTracker(ctx, data.validation(ctx.calibration, model), measure, measure_repeat)
+    if steps > 1 or tracker.val is not None or measure:
+        tracker.record_unpruned(model)
     # Every step's ratio is cumulative and refers to the original sizes, so the final
     # channel counts are those of a single step with the same ratio (only which channels go
     # may differ: later steps score the fine-tuned weights).
     baseline = sizes(*analyze(model, ignore or [])[:2]) if steps > 1 else None
+    teacher_logits = None
     all_details = []
     alive: dict[str, list[int]] = {}  # steps > 1: original indices of the channels left
     for step in range(1, steps + 1):
@@ -372,10 +378,23 @@ def prune(model: Model, ctx: PassContext, *, ratio: float = 0.5,
         if baseline is not None:
             _to_original(alive, details["removed"],
                          {k[:-4]: n for k, n in baseline["spaces"].items() if k.endswith(":out")})
+        tuned, forward = None, None
         if step < steps:
+            if distill and teacher_logits is None:
+                teacher = tracker.unpruned_forward or autodiff.forward_function(original, logits=True)
+                teacher_logits = teacher(samples[0], original.params)
             ctx.progress(f"prune: step {step}/{steps} done, fine-tuning {finetune_steps} steps")
-            model = finetune_model(model, *samples, steps=finetune_steps, lr=lr)
-    final = dict(all_details[-1])  # with steps > 1: channels are original -> final
+            gradient = training_function(model, min(batch, len(samples[0])), distill)
+            forward = gradient.forward  # the same build evaluates the pruned and tuned weights
+            tuned, loss = finetune_model(model, *samples, steps=finetune_steps, lr=lr,
+                                         batch=gradient.batch, teacher_logits=teacher_logits,
+                                         gradient=gradient)
+            details["finetune_loss"] = round(loss, 5)
+        if steps > 1 or tracker.val is not None:
+            tracker.record_step(details, step, steps, target, model, tuned, forward)
+        model = tuned or model
+    # with steps > 1: channels are original -> final; sizes are in the pass's "after"
+    final = {k: v for k, v in all_details[-1].items() if k not in _STEP_FIGURES}
     if baseline is not None:
         final["removed"] = {layer: sorted(set(range(baseline["spaces"][f"{layer}:out"])) - set(kept))
                             for layer, kept in alive.items()}
@@ -385,42 +404,136 @@ def prune(model: Model, ctx: PassContext, *, ratio: float = 0.5,
         ctx.progress(f"prune: {', '.join(layers[:3])}{more} left unpruned: {entry['reason'][:300]}")
     ctx.details.update(final)
     if steps > 1:
-        ctx.details["steps"] = all_details
+        ctx.details["steps"] = [_step_summary(d) for d in all_details]
     ctx.details["round_to"] = round_to
+    ctx.details.update(tracker.summary())
     if not final["groups"]:
         ctx.progress("prune: nothing prunable in this model; it is left as it was")
         return source
     if measure:
-        ctx.details.update(measure_latency(original, model, ctx, measure_repeat))
+        ctx.details.update(tracker.latency(original, model))
     return model
+
+
+# what a step adds to its details (val_accuracy, of the last step, is also the pass's)
+_STEP_FIGURES = ("step", "ratio", "params", "macs", "weight_bytes", "val_accuracy_pruned",
+                 "finetune_loss", "latency_ms")
+_STEP_KEYS = _STEP_FIGURES[:5] + ("units_removed", "channels", "excluded", "val_accuracy_pruned",
+                                  "val_accuracy", "finetune_loss", "latency_ms")
+
+
+def _step_summary(details: dict) -> dict:
+    """One step of the iterative mode as the report lists it (without the per-layer
+    ``removed`` positions and groups of that step, which refer to its own model)."""
+    return {k: details[k] for k in _STEP_KEYS if k in details}
+
+
+class _StepTracker:
+    """Per-step figures of the iterative mode: sizes, held-out accuracy (when the
+    calibration data has ``val_`` data), batch-1 latency (``measure``), one progress line
+    each; and the unpruned model's figures to compare with."""
+
+    def __init__(self, ctx: PassContext, val: tuple[np.ndarray, np.ndarray] | None,
+                 measure: bool, repeat: int):
+        self.ctx, self.val, self.measure, self.repeat = ctx, val, measure, repeat
+        self.unpruned: dict = {}
+        self.timings: dict[str, dict | None] = {}  # "unpruned", "final": bench()
+        self.unpruned_forward: autodiff.ForwardFunction | None = None  # logits, when built
+
+    def accuracy(self, forward, model: Model) -> float:
+        return data.accuracy(forward(self.val[0], model.params), self.val[1])
+
+    def forward(self, model: Model) -> autodiff.ForwardFunction:
+        return autodiff.forward_function(model, min(32, len(self.val[0])), logits=True)
+
+    def record_unpruned(self, model: Model) -> None:
+        from hwcompile.pipeline import model_figures
+
+        self.unpruned = model_figures(model)
+        if self.val is not None:
+            self.unpruned_forward = self.forward(model)
+            self.unpruned["val_accuracy"] = self.accuracy(self.unpruned_forward, model)
+            self.unpruned["val_samples"] = len(self.val[1])
+        if self.measure:
+            self.unpruned["latency_ms"] = self._time("unpruned", model, "unpruned")
+        self.ctx.progress(f"prune: unpruned: {_describe(self.unpruned)}")
+
+    def record_step(self, details: dict, step: int, steps: int, ratio: float, pruned: Model,
+                    tuned: Model | None, forward: autodiff.ForwardFunction | None) -> None:
+        from hwcompile.pipeline import model_figures
+
+        details.update(step=step, ratio=round(ratio, 4), **model_figures(pruned))
+        if self.val is not None:
+            forward = forward or self.forward(pruned)
+            details["val_accuracy_pruned"] = self.accuracy(forward, pruned)
+            details["val_accuracy"] = (self.accuracy(forward, tuned) if tuned is not None
+                                       else details["val_accuracy_pruned"])
+        if self.measure:
+            details["latency_ms"] = self._time("final", pruned, f"step {step}")
+        self.ctx.progress(f"prune: step {step}/{steps} (ratio {ratio:.3g}): {_describe(details)}")
+
+    def summary(self) -> dict:
+        return {"unpruned": self.unpruned} if self.unpruned else {}
+
+    def _time(self, key: str, model: Model, label: str) -> float | None:
+        self.timings[key] = bench(model, self.ctx, self.repeat, label)
+        return self.timings[key]["ms"] if self.timings[key] else None
+
+    def latency(self, before: Model, after: Model) -> dict:
+        """``measure``'s before/after figures, reusing what the steps measured."""
+        if "unpruned" not in self.timings:
+            self._time("unpruned", before, "before pruning")
+        if "final" not in self.timings:
+            self._time("final", after, "after pruning")
+        how = {"target": _target(self.ctx).name, "passes": MEASURE_PASSES, "batch": 1,
+               "repeat": self.repeat, "statistic": "median"}
+        before_t, after_t = self.timings["unpruned"], self.timings["final"]
+        if before_t is None or after_t is None:
+            return {"latency": {**how, "note": "the target builds a library this host cannot run"}}
+        how["threads"] = after_t["threads"]
+        return {"latency_ms_before": before_t["ms"], "latency_ms_after": after_t["ms"],
+                "speedup": round(before_t["ms"] / after_t["ms"], 3), "latency": how}
+
+
+def _describe(figures: dict) -> str:
+    text = (f"{figures['params']:,} params, {figures['macs'] / 1e6:.2f} MMACs, "
+            f"{figures['weight_bytes']:,} weight bytes")
+    if "val_accuracy_pruned" in figures:
+        text += f", held-out accuracy {figures['val_accuracy_pruned']:.2%} pruned"
+        if figures["val_accuracy"] != figures["val_accuracy_pruned"] or "finetune_loss" in figures:
+            text += f" -> {figures['val_accuracy']:.2%} fine-tuned"
+    elif "val_accuracy" in figures:
+        text += f", held-out accuracy {figures['val_accuracy']:.2%}"
+    if figures.get("latency_ms") is not None:
+        text += f", {figures['latency_ms']:.3f} ms"
+    return text
 
 
 MEASURE_PASSES = "fold-constants,fold-batchnorm,dce"
 
 
-def measure_latency(before: Model, after: Model, ctx: PassContext, repeat: int) -> dict:
-    """Compile ``before`` and ``after`` the same way for ``ctx.target`` (the CPU target when
-    the pipeline runs outside ``compile``) and time batch-1 runs with hwcompile.bench."""
+def _target(ctx: PassContext):
+    from hwcompile.target import resolve_target
+
+    return ctx.target if ctx.target is not None else resolve_target("cpu")
+
+
+def bench(model: Model, ctx: PassContext, repeat: int, label: str) -> dict | None:
+    """``model`` compiled for ``ctx.target`` (the CPU target when the pipeline runs outside
+    ``compile``) with MEASURE_PASSES and timed at batch 1 by hwcompile.bench: its median
+    ``ms`` and ``threads``; None when the target builds a library this host cannot run."""
     import tempfile
     from pathlib import Path
 
     import hwcompile
     from hwcompile.artifact import read_metadata
     from hwcompile.bench import bench_artifact
-    from hwcompile.target import resolve_target
 
-    target = ctx.target if ctx.target is not None else resolve_target("cpu")
-    result: dict = {"latency": {"target": target.name, "passes": MEASURE_PASSES, "batch": 1,
-                                "repeat": repeat, "statistic": "median"}}
+    target = _target(ctx)
+    ctx.progress(f"prune: measuring latency ({label}) on {target.name}")
     with tempfile.TemporaryDirectory(prefix="hwcompile-prune-") as tmp:
-        for label, model in (("before", before), ("after", after)):
-            ctx.progress(f"prune: measuring latency {label} pruning on {target.name}")
-            art = hwcompile.compile(model, target, Path(tmp) / label, passes=MEASURE_PASSES)
-            if not read_metadata(art).get("loadable", True):
-                result["latency"]["note"] = f"target {target.name} builds a library this host cannot run"
-                return result
-            stats = bench_artifact(art, repeat=repeat, warmup=3)
-            result[f"latency_ms_{label}"] = round(stats["median_ms"], 4)
-            result["latency"]["threads"] = stats["threads"]
-    result["speedup"] = round(result["latency_ms_before"] / result["latency_ms_after"], 3)
-    return result
+        art = hwcompile.compile(model, target, Path(tmp) / "art", passes=MEASURE_PASSES)
+        if not read_metadata(art).get("loadable", True):
+            return None
+        stats = bench_artifact(art, repeat=repeat, warmup=3)
+        return {"ms": round(stats["median_ms"], 4), "threads": stats["threads"]}
