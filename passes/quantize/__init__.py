@@ -27,7 +27,7 @@ def quantize(model: Model, ctx: PassContext, *,
              granularity: str | None = None, symmetric: bool | None = None,
              power_of_two: bool | None = None, keep_float: list[str] | None = None,
              max_drop: float | None = None, eval: str | None = None,
-             bias_correction: bool = True, cache: str | None = None,
+             bias_correction: bool | None = None, cache: str | None = None,
              percentile: float = 99.99, k: float = 3.0) -> Model:
     """Post-training int8 quantization with calibration data (``--calibration``).
 
@@ -37,7 +37,8 @@ def quantize(model: Model, ctx: PassContext, *,
     ``eval`` (an .npz of inputs and optional ``labels``; default: the calibration data,
     against the float model's predictions) is within it. ``cache`` is an .npz file for the
     calibration statistics. ``bias_correction`` subtracts each layer's expected weight-rounding
-    shift (W_q − W)·E[x] (see README.md for when turning it off measured better).
+    shift (W_q − W)·E[x]; by default (None) the report measures the model with and without
+    it on the calibration data and keeps the one whose output is closer to float.
     """
     constraints = ctx.constraints
     scheme = resolve_scheme(constraints.quant_scheme if constraints else None, granularity,
@@ -65,10 +66,11 @@ def quantize(model: Model, ctx: PassContext, *,
     input_key.update({b.var: f"b{i}" for i, b in enumerate(bindings)})
     shifts = accuracy.bias_shifts(model, the_plan, stats, scheme,
                                   lambda core: input_key.get(bindings[core].value.args[0], "")) \
-        if bias_correction else {}
+        if bias_correction is not False else {}
 
-    def make(kept: set[str]) -> IntegerEmitter:
-        return IntegerEmitter(model, the_plan, scheme, ranges, kept, shifts, method)
+    def make(kept: set[str], corrected: bool = True) -> IntegerEmitter:
+        return IntegerEmitter(model, the_plan, scheme, ranges, kept,
+                              shifts if corrected else {}, method)
 
     kept = set(keep_float or [])
     emitter, quantized, left_float = _emit_quantizable(make, kept, ctx)
@@ -82,8 +84,24 @@ def quantize(model: Model, ctx: PassContext, *,
     # The last float tensor stands for the output (the last binding may be a tuple).
     last = float_positions(model)[-1]
     positions = sorted({r.position for r in emitter.records} | {last})
-    errors = accuracy.layer_errors(model, make(kept), positions, data.head(REPORT_SAMPLES),
-                                   ctx.progress)
+    # Bias correction is not always a gain in a whole network (README): by default both
+    # variants run in the report and the one whose output is closer to float is kept.
+    variants = [True, False] if bias_correction is None and shifts else [True]
+    all_errors = accuracy.layer_errors(model, [make(kept, v) for v in variants], positions,
+                                       data.head(REPORT_SAMPLES), ctx.progress)
+    best = max(range(len(variants)), key=lambda v: all_errors[v][last][0])
+    errors = all_errors[best]
+    if len(variants) > 1:
+        extra["bias_correction"] = {
+            "applied": variants[best],
+            "output_sqnr_db": {"with": report._number(all_errors[0][last][0]),
+                               "without": report._number(all_errors[1][last][0])}}
+        ctx.progress(f"quantize: bias correction {'kept' if variants[best] else 'dropped'} "
+                     f"(output SQNR {all_errors[0][last][0]:.1f} dB with it, "
+                     f"{all_errors[1][last][0]:.1f} dB without)")
+        if not variants[best]:
+            emitter = make(kept, False)
+            quantized = emitter.run()
     extra["output_sqnr_db"] = report._number(errors[last][0])
     kept_list = [n for n in names if n in kept]
     ctx.details.update(report.details(scheme, emitter.records, errors, kept_list,

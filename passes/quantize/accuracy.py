@@ -57,27 +57,30 @@ def run_all(runner: Callable[[dict], list[np.ndarray]], data: CalibrationSet
     return [np.concatenate([np.atleast_1d(o[i]) for o in outs]) for i in range(len(outs[0]))]
 
 
-def layer_errors(model: Model, emitter: IntegerEmitter, positions: list[int],
+def layer_errors(model: Model, emitters: list[IntegerEmitter], positions: list[int],
                  data: CalibrationSet, progress: Callable[[str], None] = lambda m: None
-                 ) -> dict[int, tuple[float, float]]:
-    """(SQNR dB, cosine) of each position's quantized value against the float model's,
-    over all of ``data`` (positions that hold no float tensor are left out)."""
+                 ) -> list[dict[int, tuple[float, float]]]:
+    """Per emitter, (SQNR dB, cosine) of each position's quantized value against the float
+    model's, over all of ``data`` (positions that hold no float tensor are left out). The
+    float model and every quantized twin run in one compiled function."""
     floats = set(float_positions(model))
     positions = [p for p in positions if p in floats]
     progress(f"quantization report: compiling the float and quantized models "
              f"({len(positions)} tensors compared)")
-    twin = emitter.run(exposed(model, positions))
-    vm = compile_for_host(paired(model, twin, positions,
+    twins = [emitter.run(exposed(model, positions)) for emitter in emitters]
+    vm = compile_for_host(paired(model, twins, positions,
                                  lambda kernels, want, got: kernels.error_sums(want, got)))
     names = [s.name for s in model.inputs]
-    sums = np.zeros((len(positions), 4))
+    sums = np.zeros((len(positions) * len(twins), 4))
     steps = Steps(progress, "quantization report", len(data.feeds))
     for index, feed in enumerate(data):
         result = vm["main"](*[tvm.runtime.tensor(np.require(feed[n], requirements="C"))
                               for n in names])
         sums += np.stack([r.numpy().reshape(CHUNKS, 4).sum(0) for r in result])
         steps.done(index + 1)
-    return {p: (_sqnr_db(*s), _cosine(*s)) for p, s in zip(positions, sums)}
+    per_twin = sums.reshape(len(positions), len(twins), 4)
+    return [{p: (_sqnr_db(*per_twin[k, t]), _cosine(*per_twin[k, t]))
+             for k, p in enumerate(positions)} for t in range(len(twins))]
 
 
 def _sqnr_db(signal: float, noise: float, _cross: float, _approx: float) -> float:

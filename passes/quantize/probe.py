@@ -130,39 +130,46 @@ class ProbeModule:
         return _numpy(self._vm[name](*args))
 
 
-def paired(model: Model, quantized_probe: Model, positions: Sequence[int],
+def paired(model: Model, quantized_probes: Sequence[Model], positions: Sequence[int],
            compare: Callable[[Emitter, relax.Expr, relax.Expr], relax.Expr]) -> tvm.IRModule:
-    """One function running ``model`` and ``quantized_probe`` (``model`` rewritten, whose
-    main returns its values at ``positions``) on the same inputs, returning
-    ``compare(kernels, float value, quantized value)`` per position.
+    """One function running ``model`` and each of ``quantized_probes`` (``model`` rewritten,
+    whose main returns its values at ``positions``) on the same inputs, returning
+    ``compare(kernels, float value, quantized value)`` per position and probe (position
+    major).
 
-    The two graphs are interleaved position by position (the rewrite emits in position
-    order), so each float value dies soon after its quantized twin is computed: memory
-    stays near two models' working sets, not every tensor of both."""
+    The graphs are interleaved position by position (the rewrite emits in position order),
+    so each float value dies soon after its quantized twins are computed: memory stays near
+    the models' working sets, not every tensor of all of them."""
     reference = copy_with_new_vars(model.bound_module()["main"])
-    twin = copy_with_new_vars(quantized_probe.bound_module()["main"])
-    twin = twin.bind_params(dict(zip(twin.params, reference.params)))
-    ours, theirs = dataflow_bindings(reference), dataflow_bindings(twin)
-    defined = {b.var: i for i, b in enumerate(theirs)}
-    result = twin.body.body
-    fields = theirs[defined[result]].value.fields if result in defined else result.fields
+    ours = dataflow_bindings(reference)
+    twins = []  # per probe: its bindings, where each is defined, its returned fields
+    for probe in quantized_probes:
+        twin = copy_with_new_vars(probe.bound_module()["main"])
+        twin = twin.bind_params(dict(zip(twin.params, reference.params)))
+        theirs = dataflow_bindings(twin)
+        defined = {b.var: i for i, b in enumerate(theirs)}
+        result = twin.body.body
+        fields = theirs[defined[result]].value.fields if result in defined else result.fields
+        twins.append((theirs, defined, fields))
     bb = relax.BlockBuilder()
     kernels = Emitter(bb)
     with bb.function("main", list(reference.params), pure=True):
         with bb.dataflow():
-            done_ours = done_theirs = 0
+            done_ours, done_theirs = 0, [0] * len(twins)
             outputs = []
-            for position, value in zip(positions, fields):
+            for k, position in enumerate(positions):
                 while done_ours <= position:
                     bb.emit_normalized(ours[done_ours])
                     done_ours += 1
-                while value in defined and done_theirs <= defined[value]:
-                    bb.emit_normalized(theirs[done_theirs])
-                    done_theirs += 1
-                outputs.append(compare(kernels, ours[position].var, value))
+                for t, (theirs, defined, fields) in enumerate(twins):
+                    value = fields[k]
+                    while value in defined and done_theirs[t] <= defined[value]:
+                        bb.emit_normalized(theirs[done_theirs[t]])
+                        done_theirs[t] += 1
+                    outputs.append(compare(kernels, ours[position].var, value))
             out = bb.emit_output(relax.Tuple(outputs))
         bb.emit_func_output(out)
-    functions = {gv: f for gv, f in quantized_probe.mod.functions_items()
+    functions = {gv: f for probe in quantized_probes for gv, f in probe.mod.functions_items()
                  if gv.name_hint != "main"}
     functions.update({gv: f for gv, f in model.mod.functions_items() if gv.name_hint != "main"})
     functions.update(dict(bb.get().functions_items()))
