@@ -15,7 +15,9 @@ from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 
 from .batched_fold import batched_fold_constant
+from .broadcast_epilogue import expanding_broadcasts_apart
 from .defaults import HeuristicCpuSchedule
+from .depthwise import ScheduleDepthwise, legalize_ops
 from .int8_dot import int8_dot_product
 from .layout import cpu_layout
 from .lookup_fusion import lookup_tables_elementwise
@@ -29,9 +31,10 @@ def tunable_passes(target: tvm.target.Target, report: dict | None = None
     count as elementwise, so they fuse (``lookup_fusion.py``)."""
     legalize = []
     for p in cpu_generic.legalize_passes(target):
-        legalize.append(batched_fold_constant() if p.info.name == "FoldConstant" else p)
+        legalize.append({"FoldConstant": batched_fold_constant(), "LegalizeOps": legalize_ops()
+                         }.get(p.info.name, p))
         if p.info.name == "AnnotateTIROpPattern":
-            legalize.append(lookup_tables_elementwise)
+            legalize += [lookup_tables_elementwise, expanding_broadcasts_apart]
     return [cpu_layout(target, report), *cpu_generic.library_dispatch_passes(target),
             *legalize, relax.transform.AttachAttrLayoutFreeBuffers()]
 
@@ -64,7 +67,8 @@ def cpu_pipeline(target: tvm.target.Target, lanes: int, database: object | None 
 
     @tvm.transform.module_pass(opt_level=0, name="HwcompileCpuPipeline")
     def _pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        scheduling = [HeuristicCpuSchedule(lanes, int8_dot_product(target), stats)]
+        scheduling = [ScheduleDepthwise(lanes),
+                      HeuristicCpuSchedule(lanes, int8_dot_product(target), stats)]
         if database is not None:
             scheduling[:0] = [relax.transform.MetaScheduleApplyDatabase(),
                               count_scheduled(stats)]

@@ -1,0 +1,195 @@
+"""Depthwise convolutions in NHWC: one output channel per input channel (times a multiplier).
+
+TVM legalizes a grouped NHWC conv with TOPI's generic grouped conv, whose input channel is
+``group · (C / groups) + r`` over a reduction axis ``r`` of extent 1: that index arithmetic
+defeated the register tile of ``defaults.py``, so depthwise convs had stayed NCHW, each one
+between two layout transposes. Legalized here instead, the depthwise conv is the plain
+compute ``out[n, h, w, c] = Σ_{kh, kw} pad(x)[n, h·s + kh·d, w·s + kw·d, c / m] ·
+W[kh, kw, c, 0]`` (weights HWOI): channels are the contiguous SIMD axis of input, weight and
+output, and the default schedule's register tile (vector over channels, rows over width)
+applies as it does to dense convs; bias and activations fuse after it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import tvm
+from tvm import relax, te, topi
+from tvm.ir import IRModule
+from tvm.relax.block_builder import BlockBuilder
+from tvm.s_tir import Schedule
+from tvm.s_tir.schedule import ScheduleError
+
+WEIGHT_LAYOUT = "HWOI"  # (kh, kw, C·m, 1): output channels contiguous, like HWIO for dense convs
+
+
+def _static(shape) -> list[int] | None:
+    dims = list(shape)
+    if not all(isinstance(d, tvm.tirx.IntImm) for d in dims):
+        return None
+    return [int(d) for d in dims]
+
+
+def is_depthwise(call: relax.Call) -> bool:
+    """A 2-D conv with one input channel per group (groups = input channels > 1), in any
+    layout: output channel ``c`` reads input channel ``c / (out_channels / groups)``."""
+    if not (isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.nn.conv2d"):
+        return False
+    groups = int(call.attrs.groups)
+    data, weight = call.args[0].ty, call.args[1].ty
+    if groups == 1 or not isinstance(data, relax.TensorType) or data.ndim != 4:
+        return False
+    channels = _static(data.shape)
+    weight_shape = _static(weight.shape) if isinstance(weight, relax.TensorType) else None
+    if channels is None or weight_shape is None:
+        return False
+    in_channels = channels[str(call.attrs.data_layout).index("C")]
+    per_group = weight_shape[str(call.attrs.kernel_layout).index("I")]
+    return in_channels == groups and per_group == 1
+
+
+def depthwise_nhwc(data: te.Tensor, weight: te.Tensor, strides, padding, dilation,
+                   out_dtype: str) -> te.Tensor:
+    """The NHWC depthwise conv of ``data`` with HWOI ``weight``; ``padding`` is
+    (top, left, bottom, right)."""
+    _, height, width, channels = data.shape
+    kh, kw, out_channels, _ = weight.shape
+    (sy, sx), (dy, dx) = strides, dilation
+    top, left, bottom, right = padding
+    if any(padding):
+        data = topi.nn.pad(data, [0, top, left, 0], [0, bottom, right, 0], name="pad_temp")
+    out_h = (height + top + bottom - dy * (kh - 1) - 1) // sy + 1
+    out_w = (width + left + right - dx * (kw - 1) - 1) // sx + 1
+    multiplier = out_channels // channels
+    ry = te.reduce_axis((0, kh), name="ry")
+    rx = te.reduce_axis((0, kw), name="rx")
+
+    def channel(c):  # its input channel: c itself without a multiplier
+        return c if int(multiplier) == 1 else c // multiplier
+
+    return te.compute(
+        (data.shape[0], out_h, out_w, out_channels),
+        lambda n, y, x, c: te.sum(
+            data[n, y * sy + ry * dy, x * sx + rx * dx, channel(c)].astype(out_dtype)
+            * weight[ry, rx, c, 0].astype(out_dtype), axis=[ry, rx]),
+        name="depthwise_conv2d_nhwc")
+
+
+def _default_legalize(bb: BlockBuilder, call: relax.Call) -> relax.Expr:
+    return tvm.ir.Op.get("relax.nn.conv2d").get_attr("FLegalize")(bb, call)
+
+
+def legalize_conv2d(bb: BlockBuilder, call: relax.Call) -> relax.Expr:
+    """``relax.nn.conv2d``: depthwise NHWC/HWOI ones as ``depthwise_nhwc``, the rest as TVM
+    legalizes them."""
+    a = call.attrs
+    if not (is_depthwise(call) and a.data_layout == "NHWC" and a.out_layout == "NHWC"
+            and a.kernel_layout == WEIGHT_LAYOUT):
+        return _default_legalize(bb, call)
+    out_dtype = str(call.ty.dtype)  # the conv's result type (out_dtype may be unset)
+    return bb.call_te(depthwise_nhwc, call.args[0], call.args[1],
+                      [int(s) for s in a.strides], [int(p) for p in a.padding],
+                      [int(d) for d in a.dilation], out_dtype,
+                      primfunc_name_hint="depthwise_conv2d")
+
+
+def legalize_ops() -> tvm.transform.Pass:
+    """TVM's LegalizeOps with depthwise NHWC convs legalized by ``legalize_conv2d``."""
+    return relax.transform.LegalizeOps(customize_legalize_map={"relax.nn.conv2d": legalize_conv2d})
+
+
+# ---------------------------------------------------------------------------- schedule
+
+_SCHEDULED = "tirx.is_scheduled"  # what HeuristicCpuSchedule and the database skip
+_BLOCK = "depthwise_conv2d_nhwc"
+# Below this many multiply-adds a kernel runs on one thread: waking the pool costs ~10 µs.
+_PARALLEL_MIN_WORK = 1 << 17
+_ACCUMULATOR_REGISTERS = 12  # of AVX2's 16 (AVX-512: 32); the rest hold weights and inputs
+
+
+def _extent(sch: Schedule, loop) -> int | None:
+    ext = sch.get(loop).extent
+    return int(ext) if isinstance(ext, tvm.tirx.IntImm) else None
+
+
+def _conv_block(sch: Schedule):
+    blocks = [b for b in sch.get_child_blocks(sch.get_sblock("root"))
+              if sch.get(b).name_hint.startswith(_BLOCK)]
+    return blocks[0] if len(blocks) == 1 else None
+
+
+def _tile(channels: int, width: int, lanes: int) -> tuple[int, int]:
+    """(channel vector, output columns) of the register tile: whole vectors of channels
+    (two registers when they divide the channels), as many columns as accumulators fit."""
+    budget = _ACCUMULATOR_REGISTERS if lanes < 16 else 26
+    vec = next((v for v in (2 * lanes, lanes, 4, 2) if channels % v == 0), 1)
+    registers = max(1, vec // lanes)
+    rows = max(d for d in range(1, width + 1) if width % d == 0 and d * registers <= budget)
+    return vec, rows
+
+
+def _inline_elementwise(sch: Schedule, keep) -> None:
+    """Every spatial block but ``keep``'s and the function's last inlined into its
+    consumers: the pad becomes a bounds check on the conv's read, the epilogue one
+    expression (hard-swish reads the bias add twice, so it is no chain for
+    reverse_compute_inline alone)."""
+    blocks = sch.get_child_blocks(sch.get_sblock("root"))
+    for block in blocks[:-1]:
+        if sch.get(block).same_as(sch.get(keep)):
+            continue
+        try:
+            sch.compute_inline(block)
+        except ScheduleError:
+            pass  # left as a block of its own: correct, one more pass over memory
+
+
+def schedule_depthwise(func: tvm.tirx.PrimFunc, lanes: int) -> tvm.tirx.PrimFunc | None:
+    """The depthwise kernel scheduled: rows of the output in parallel, each row in tiles of
+    ``columns × channel vector`` accumulated in registers over the kernel window (unrolled),
+    the epilogue applied at the tile's write-back. None when ``func`` holds no depthwise
+    conv of ``depthwise_nhwc`` or its shape is not static."""
+    sch = Schedule(IRModule({"main": func}))
+    block = _conv_block(sch)
+    if block is None:
+        return None
+    _inline_elementwise(sch, block)
+    n, y, x, c, ry, rx = sch.get_loops(block)
+    extents = [_extent(sch, loop) for loop in (n, y, x, c, ry, rx)]
+    if None in extents:
+        return None
+    vec, rows = _tile(extents[3], extents[2], lanes)
+    x_out, x_in = sch.split(x, [None, rows])
+    c_out, c_in = sch.split(c, [None, vec])
+    sch.reorder(n, y, x_out, c_out, ry, rx, x_in, c_in)
+    acc = sch.cache_write(block, 0, "global")
+    sch.reverse_compute_at(acc, c_out)
+    try:
+        sch.reverse_compute_inline(sch.get_consumers(acc)[0])
+    except (ScheduleError, IndexError):
+        pass  # no epilogue, or one that stays a block
+    if math.prod(extents) >= _PARALLEL_MIN_WORK:
+        sch.parallel(sch.fuse(n, y))
+    for loop in (ry, rx, x_in):
+        sch.unroll(loop)
+    sch.vectorize(c_in)
+    sch.vectorize(sch.get_loops(acc)[-1])
+    sch.decompose_reduction(block, ry)
+    return sch.mod["main"].with_attr(_SCHEDULED, True)
+
+
+@tvm.transform.module_pass(opt_level=0, name="ScheduleDepthwise")
+class ScheduleDepthwise:
+    """``schedule_depthwise`` on every depthwise kernel not scheduled yet (a tuning
+    database's records win); HeuristicCpuSchedule, after it, skips them."""
+
+    def __init__(self, lanes: int):
+        self.lanes = lanes
+
+    def transform_module(self, mod: IRModule, _ctx: tvm.transform.PassContext) -> IRModule:
+        for gvar, func in list(mod.functions_items()):
+            if isinstance(func, tvm.tirx.PrimFunc) and func.attrs.get(_SCHEDULED) != 1:
+                scheduled = schedule_depthwise(func, self.lanes)
+                if scheduled is not None:
+                    mod[gvar] = scheduled
+        return mod
