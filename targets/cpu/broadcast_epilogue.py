@@ -13,8 +13,6 @@ keeping its bias and activation.
 
 from __future__ import annotations
 
-import math
-
 import tvm
 from tvm import relax
 
@@ -32,13 +30,23 @@ def _pattern(mod: tvm.IRModule, call: relax.Call) -> int | None:
     return None if pattern is None else int(pattern)
 
 
-def _elements(ty: relax.Type) -> int | None:
+def _dims(ty: relax.Type) -> list | None:
     if not isinstance(ty, relax.TensorType) or not isinstance(ty.shape, relax.ShapeExpr):
         return None
-    dims = list(ty.shape.values)
-    if not all(isinstance(d, tvm.tirx.IntImm) for d in dims):
-        return None
-    return math.prod(int(d) for d in dims)
+    return list(ty.shape.values)
+
+
+def _is_one(dim: tvm.tirx.PrimExpr) -> bool:
+    return isinstance(dim, tvm.tirx.IntImm) and int(dim) == 1
+
+
+def _expanded(operand: relax.Type, result: relax.Type) -> bool:
+    """Whether broadcasting ``operand`` to ``result`` repeats it (a symbolic batch allowed)."""
+    small, large = _dims(operand), _dims(result)
+    if small is None or large is None:
+        return False
+    return len(small) < len(large) or any(
+        _is_one(s) and not _is_one(d) for s, d in zip(small, large[len(large) - len(small):]))
 
 
 @relax.expr_functor.mutator
@@ -60,10 +68,10 @@ class _Separate(relax.PyExprMutator):
         return any(self._from_conv_epilogue(arg, depth + 1) for arg in bound.args[1].fields)
 
     def _expands_a_conv(self, call: relax.Call) -> bool:
-        out, pattern = _elements(call.ty), _pattern(self.mod, call)
-        if pattern is None or pattern > _BROADCAST or out is None:  # TVM calls some elementwise
+        pattern = _pattern(self.mod, call)
+        if pattern is None or pattern > _BROADCAST:  # TVM calls some broadcasts elementwise
             return False
-        return any(isinstance(arg, relax.Var) and (_elements(arg.ty) or out) < out
+        return any(isinstance(arg, relax.Var) and _expanded(arg.ty, call.ty)
                    and self._from_conv_epilogue(arg) for arg in call.args[1].fields)
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:

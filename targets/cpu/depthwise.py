@@ -24,11 +24,12 @@ from tvm.s_tir.schedule import ScheduleError
 WEIGHT_LAYOUT = "HWOI"  # (kh, kw, C·m, 1): output channels contiguous, like HWIO for dense convs
 
 
-def _static(shape) -> list[int] | None:
-    dims = list(shape)
-    if not all(isinstance(d, tvm.tirx.IntImm) for d in dims):
+def _dim(ty: relax.Type, layout: str, axis: str) -> int | None:
+    """The static extent of ``axis`` (a letter of ``layout``) of a 4-D tensor type."""
+    if not isinstance(ty, relax.TensorType) or ty.ndim != 4 or ty.shape is None:
         return None
-    return [int(d) for d in dims]
+    extent = list(ty.shape.values)[str(layout).index(axis)]
+    return int(extent) if isinstance(extent, tvm.tirx.IntImm) else None
 
 
 def is_depthwise(call: relax.Call) -> bool:
@@ -36,17 +37,9 @@ def is_depthwise(call: relax.Call) -> bool:
     layout: output channel ``c`` reads input channel ``c / (out_channels / groups)``."""
     if not (isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.nn.conv2d"):
         return False
-    groups = int(call.attrs.groups)
-    data, weight = call.args[0].ty, call.args[1].ty
-    if groups == 1 or not isinstance(data, relax.TensorType) or data.ndim != 4:
-        return False
-    channels = _static(data.shape)
-    weight_shape = _static(weight.shape) if isinstance(weight, relax.TensorType) else None
-    if channels is None or weight_shape is None:
-        return False
-    in_channels = channels[str(call.attrs.data_layout).index("C")]
-    per_group = weight_shape[str(call.attrs.kernel_layout).index("I")]
-    return in_channels == groups and per_group == 1
+    a, groups = call.attrs, int(call.attrs.groups)
+    return (groups > 1 and _dim(call.args[0].ty, a.data_layout, "C") == groups
+            and _dim(call.args[1].ty, a.kernel_layout, "I") == 1)
 
 
 def depthwise_nhwc(data: te.Tensor, weight: te.Tensor, strides, padding, dilation,
@@ -105,6 +98,7 @@ _SCHEDULED = "tirx.is_scheduled"  # what HeuristicCpuSchedule and the database s
 _BLOCK = "depthwise_conv2d_nhwc"
 # Below this many multiply-adds a kernel runs on one thread: waking the pool costs ~10 µs.
 _PARALLEL_MIN_WORK = 1 << 17
+_SYMBOLIC_BATCH_GUESS = 8  # what a symbolic batch counts as in that decision
 _ACCUMULATOR_REGISTERS = 12  # of AVX2's 16 (AVX-512: 32); the rest hold weights and inputs
 
 
@@ -153,12 +147,12 @@ def schedule_depthwise(func: tvm.tirx.PrimFunc, lanes: int) -> tvm.tirx.PrimFunc
     block = _conv_block(sch)
     if block is None:
         return None
-    _inline_elementwise(sch, block)
     n, y, x, c, ry, rx = sch.get_loops(block)
-    extents = [_extent(sch, loop) for loop in (n, y, x, c, ry, rx)]
+    extents = [_extent(sch, loop) for loop in (y, x, c, ry, rx)]
     if None in extents:
-        return None
-    vec, rows = _tile(extents[3], extents[2], lanes)
+        return None  # only the batch may be symbolic
+    _inline_elementwise(sch, block)
+    vec, rows = _tile(extents[2], extents[1], lanes)
     x_out, x_in = sch.split(x, [None, rows])
     c_out, c_in = sch.split(c, [None, vec])
     sch.reorder(n, y, x_out, c_out, ry, rx, x_in, c_in)
@@ -168,7 +162,7 @@ def schedule_depthwise(func: tvm.tirx.PrimFunc, lanes: int) -> tvm.tirx.PrimFunc
         sch.reverse_compute_inline(sch.get_consumers(acc)[0])
     except (ScheduleError, IndexError):
         pass  # no epilogue, or one that stays a block
-    if math.prod(extents) >= _PARALLEL_MIN_WORK:
+    if math.prod(extents) * (_extent(sch, n) or _SYMBOLIC_BATCH_GUESS) >= _PARALLEL_MIN_WORK:
         sch.parallel(sch.fuse(n, y))
     for loop in (ry, rx, x_in):
         sch.unroll(loop)
@@ -189,7 +183,10 @@ class ScheduleDepthwise:
     def transform_module(self, mod: IRModule, _ctx: tvm.transform.PassContext) -> IRModule:
         for gvar, func in list(mod.functions_items()):
             if isinstance(func, tvm.tirx.PrimFunc) and func.attrs.get(_SCHEDULED) != 1:
-                scheduled = schedule_depthwise(func, self.lanes)
+                try:
+                    scheduled = schedule_depthwise(func, self.lanes)
+                except Exception:  # TVM's internal errors: the default heuristics take it
+                    scheduled = None
                 if scheduled is not None:
                     mod[gvar] = scheduled
         return mod

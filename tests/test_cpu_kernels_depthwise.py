@@ -1,0 +1,150 @@
+"""Depthwise convs in NHWC on the CPU target (targets/cpu/depthwise.py): MobileNet/PP-LCNet
+blocks (depthwise conv, hard-swish, squeeze-and-excitation) against onnxruntime, for 3×3 and
+5×5 kernels, strides 1 and 2, dilation, a channel multiplier and odd channel counts; and that
+the backbone stays NHWC: no transpose between the convs, every depthwise kernel scheduled by
+depthwise.py, no kernel left with TVM's loops."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import tvm
+from conftest import float_model, ort_run
+from onnx import helper, numpy_helper
+
+import hwcompile
+from hwcompile.frontend import import_onnx
+from hwcompile.target import resolve_target
+from hwcompile.targets.cpu.depthwise import ScheduleDepthwise
+
+SIZE = 17  # odd: the register tile's columns do not divide every output width
+
+
+def _block_model(channels: int = 16, kernel: int = 3, stride: int = 1, dilation: int = 1,
+                 multiplier: int = 1, batch: int | str = 1, groups: int | None = None,
+                 seed: int = 0) -> onnx.ModelProto:
+    """stem conv + hard-swish → depthwise conv + hard-swish → SE (pool, 1×1 conv, ReLU,
+    1×1 conv, hard-sigmoid, multiply) → depthwise 3×3 + hard-swish → 1×1 conv. ``groups``
+    other than ``channels`` makes the first grouped conv not depthwise."""
+    rng = np.random.default_rng(seed)
+    inits = []
+
+    def weight(name, shape):
+        inits.append(numpy_helper.from_array(
+            (rng.standard_normal(shape) * 0.4).astype(np.float32), name))
+        return name
+
+    groups = groups or channels
+    wide, squeezed = channels * multiplier, max(2, channels // 4)
+    pad = dilation * (kernel - 1) // 2
+    nodes = [
+        helper.make_node("Conv", ["x", weight("w0", (channels, 3, 3, 3)), weight("b0", (channels,))],
+                         ["c0"], pads=[1] * 4),
+        helper.make_node("HardSwish", ["c0"], ["a0"]),
+        helper.make_node("Conv", ["a0", weight("w1", (wide, channels // groups, kernel, kernel)),
+                                  weight("b1", (wide,))], ["c1"], pads=[pad] * 4,
+                         strides=[stride] * 2, dilations=[dilation] * 2, group=groups),
+        helper.make_node("HardSwish", ["c1"], ["a1"]),
+        helper.make_node("GlobalAveragePool", ["a1"], ["pooled"]),
+        helper.make_node("Conv", ["pooled", weight("ws1", (squeezed, wide, 1, 1)),
+                                  weight("bs1", (squeezed,))], ["s1"]),
+        helper.make_node("Relu", ["s1"], ["r1"]),
+        helper.make_node("Conv", ["r1", weight("ws2", (wide, squeezed, 1, 1)),
+                                  weight("bs2", (wide,))], ["s2"]),
+        helper.make_node("HardSigmoid", ["s2"], ["gate"], alpha=1 / 6, beta=0.5),
+        helper.make_node("Mul", ["a1", "gate"], ["excited"]),
+        helper.make_node("Conv", ["excited", weight("w2", (wide, 1, 3, 3)), weight("b2", (wide,))],
+                         ["c2"], pads=[1] * 4, group=wide),
+        helper.make_node("HardSwish", ["c2"], ["a2"]),
+        helper.make_node("Conv", ["a2", weight("w3", (8, wide, 1, 1)), weight("b3", (8,))], ["y"]),
+    ]
+    out = (SIZE + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
+    return float_model("depthwise_block", nodes, inits, {"x": [batch, 3, SIZE, SIZE]},
+                       {"y": [batch, 8, out, out]})
+
+
+def _compile(tmp_path, model: onnx.ModelProto):
+    path = tmp_path / "model.onnx"
+    path.write_bytes(model.SerializeToString())
+    art = hwcompile.compile(str(path), "cpu", tmp_path / "art")
+    lowering = json.loads((art / "metadata.json").read_text())["target_extra"]["lowering"]
+    return hwcompile.load(art), lowering
+
+
+def _kernels(model: onnx.ModelProto) -> tuple[tvm.IRModule, list[tvm.relax.VarBinding]]:
+    """The CPU target's module after layout, legalization and fusion, and its bindings
+    that call a kernel."""
+    mod = resolve_target("cpu").tunable_module(import_onnx(model).bound_module())
+    bindings = [b for block in mod["main"].body.blocks for b in block.bindings
+                if isinstance(b.value, tvm.relax.Call) and isinstance(b.value.op, tvm.ir.Op)
+                and b.value.op.name == "relax.call_tir"]
+    return mod, bindings
+
+
+def _callee(binding: tvm.relax.VarBinding) -> tvm.ir.GlobalVar:
+    return binding.value.args[0]
+
+
+def _assert_nhwc_between_convs(model: onnx.ModelProto, depthwise_convs: int) -> None:
+    """Transposes only where the model's NCHW input enters and its output leaves; every
+    depthwise conv a kernel of depthwise.py's compute, scheduled by depthwise.py."""
+    mod, bindings = _kernels(model)
+    main = mod["main"]
+    for b in bindings:
+        if "transpose" in _callee(b).name_hint:
+            reads_input = any(arg.same_as(p) for arg in b.value.args[1].fields
+                              for p in main.params)
+            assert reads_input or b.var.same_as(main.body.body), \
+                f"a transpose between the convs: {_callee(b).name_hint}"
+    depthwise = [_callee(b) for b in bindings if "depthwise" in _callee(b).name_hint]
+    assert len(depthwise) == depthwise_convs
+    scheduled = ScheduleDepthwise(resolve_target("cpu").default_schedule_lanes)(mod)
+    for gvar in depthwise:
+        assert scheduled[gvar.name_hint].attrs.get("tirx.is_scheduled") == 1
+
+
+CASES = {
+    "3x3": {},
+    "5x5": {"kernel": 5},
+    "3x3_stride2": {"stride": 2},
+    "5x5_stride2": {"kernel": 5, "stride": 2},
+    "dilation2": {"dilation": 2},
+    "multiplier2": {"multiplier": 2},
+    "odd_channels": {"channels": 13, "kernel": 5},
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_depthwise_block_matches_onnxruntime_in_nhwc(tmp_path, case):
+    model = _block_model(**CASES[case])
+    x = np.random.default_rng(1).uniform(-1, 1, (1, 3, SIZE, SIZE)).astype(np.float32)
+    compiled, lowering = _compile(tmp_path, model)
+    got, want = compiled(x), ort_run(model, {"x": x})[0]
+    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+    # The whole graph converted, and no kernel (the SE multiply's either) left with TVM's loops.
+    assert lowering == {"pipeline": "hwcompile-cpu", "layout": "full"}
+    _assert_nhwc_between_convs(model, depthwise_convs=2)
+
+
+def test_symbolic_batch(tmp_path):
+    model = _block_model(kernel=5, stride=2, batch="N")
+    x = np.random.default_rng(2).uniform(-1, 1, (3, 3, SIZE, SIZE)).astype(np.float32)
+    compiled, lowering = _compile(tmp_path, model)
+    got, want = compiled(x), ort_run(model, {"x": x})[0]
+    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+    assert lowering == {"pipeline": "hwcompile-cpu", "layout": "full"}
+    _assert_nhwc_between_convs(model, depthwise_convs=2)
+
+
+def test_grouped_conv_that_is_not_depthwise_stays_nchw(tmp_path):
+    """Two input channels per group: TVM's own grouped conv, in NCHW; still correct."""
+    model = _block_model(channels=16, groups=8)
+    x = np.random.default_rng(3).uniform(-1, 1, (1, 3, SIZE, SIZE)).astype(np.float32)
+    compiled, _ = _compile(tmp_path, model)
+    got, want = compiled(x), ort_run(model, {"x": x})[0]
+    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+    _, bindings = _kernels(model)
+    assert sum("depthwise" in _callee(b).name_hint for b in bindings) == 1  # the second conv
