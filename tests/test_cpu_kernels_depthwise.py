@@ -14,9 +14,11 @@ import pytest
 import tvm
 from conftest import float_model, ort_run
 from onnx import helper, numpy_helper
+from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 
 import hwcompile
 from hwcompile.frontend import import_onnx
+from hwcompile.pipeline import PassContext, parse_spec, run_pipeline
 from hwcompile.target import resolve_target
 from hwcompile.targets.cpu.depthwise import ScheduleDepthwise
 
@@ -75,9 +77,13 @@ def _compile(tmp_path, model: onnx.ModelProto):
 
 
 def _kernels(model: onnx.ModelProto) -> tuple[tvm.IRModule, list[tvm.relax.VarBinding]]:
+    return _kernels_of(import_onnx(model).bound_module())
+
+
+def _kernels_of(mod: tvm.IRModule) -> tuple[tvm.IRModule, list[tvm.relax.VarBinding]]:
     """The CPU target's module after layout, legalization and fusion, and its bindings
     that call a kernel."""
-    mod = resolve_target("cpu").tunable_module(import_onnx(model).bound_module())
+    mod = resolve_target("cpu").tunable_module(mod)
     bindings = [b for block in mod["main"].body.blocks for b in block.bindings
                 if isinstance(b.value, tvm.relax.Call) and isinstance(b.value.op, tvm.ir.Op)
                 and b.value.op.name == "relax.call_tir"]
@@ -148,3 +154,33 @@ def test_grouped_conv_that_is_not_depthwise_stays_nchw(tmp_path):
     assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
     _, bindings = _kernels(model)
     assert sum("depthwise" in _callee(b).name_hint for b in bindings) == 1  # the second conv
+
+
+def _run(executable, x: np.ndarray) -> np.ndarray:
+    vm = tvm.relax.VirtualMachine(executable, tvm.cpu())
+    return vm["main"](tvm.runtime.tensor(x)).numpy()
+
+
+def test_int8_depthwise_reads_its_zero_point_pad_and_equals_tvms_own_lowering():
+    """The quantized graph pads each depthwise conv's input with its zero point: read inside
+    the kernel (no pad kernel), the integer sums equal TVM's stock NCHW grouped conv's."""
+    rng = np.random.default_rng(4)
+    calibration = {"x": rng.uniform(-1, 1, (8, 1, 3, SIZE, SIZE)).astype(np.float32)}
+    target = resolve_target("cpu")
+    quantized, _ = run_pipeline(import_onnx(_block_model(kernel=5, stride=2)),
+                                parse_spec("fold-constants,fold-batchnorm,quantize"),
+                                PassContext(constraints=target.constraints, target=target,
+                                            calibration=calibration))
+    mod = quantized.bound_module()
+    _, bindings = _kernels_of(mod)
+    names = [_callee(b).name_hint for b in bindings]
+    assert sum("depthwise" in n for n in names) == 2
+    assert not any(n.startswith("pad") or "_pad" in n for n in names)
+    tvm_target = target.tvm_target
+    ours = tvm.compile(mod, tvm_target, relax_pipeline=target.relax_pipeline())
+    stock = tvm.compile(mod, tvm_target,
+                        relax_pipeline=cpu_generic.get_default_pipeline(tvm_target))
+    x = rng.uniform(-1, 1, (1, 3, SIZE, SIZE)).astype(np.float32)
+    got, want = _run(ours, x), _run(stock, x)
+    # one quantization step anywhere would be ~1e-2 of the output's range
+    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()

@@ -3,11 +3,19 @@
 TVM legalizes a grouped NHWC conv with TOPI's generic grouped conv, whose input channel is
 ``group · (C / groups) + r`` over a reduction axis ``r`` of extent 1: that index arithmetic
 defeated the register tile of ``defaults.py``, so depthwise convs had stayed NCHW, each one
-between two layout transposes. Legalized here instead, the depthwise conv is the plain
-compute ``out[n, h, w, c] = Σ_{kh, kw} pad(x)[n, h·s + kh·d, w·s + kw·d, c / m] ·
-W[kh, kw, c, 0]`` (weights HWOI): channels are the contiguous SIMD axis of input, weight and
-output, and the default schedule's register tile (vector over channels, rows over width)
-applies as it does to dense convs; bias and activations fuse after it.
+between two layout transposes (and the elementwise ops around them NCHW too). Here:
+
+- ``legalize_depthwise`` (before LegalizeOps) makes each depthwise NHWC/HWOI conv the plain
+  compute ``out[n, h, w, c] = Σ_{kh, kw} pad(x)[n, h·s + kh·d, w·s + kw·d, c / m] ·
+  W[kh, kw, c, 0]``: channels are the contiguous axis of input, weight and output. An
+  explicit constant pad before it (the quantized graph's zero-point pad) becomes its own
+  padding, so it costs no kernel and no padded copy. Bias and activations fuse after it.
+- ``ScheduleDepthwise`` (before the default heuristics, which then skip these kernels)
+  schedules them: output rows in parallel; per row, tiles of ``columns × channel vector``
+  accumulated in registers over the unrolled kernel window; the pad a bounds check on the
+  read; the epilogue (bias, hard-swish, requantization) applied at the tile's write-back.
+  On PP-LCNet's depthwise kernels: ~6× faster than ``defaults.py``'s schedule, which left
+  hard-swish as five passes over memory.
 """
 
 from __future__ import annotations
@@ -17,10 +25,12 @@ import math
 import tvm
 from tvm import relax, te, topi
 from tvm.ir import IRModule
-from tvm.relax.block_builder import BlockBuilder
 from tvm.s_tir import Schedule
 from tvm.s_tir.schedule import ScheduleError
 
+from hwcompile.rewrite import mutate_functions
+
+_BLOCK = "depthwise_conv2d_nhwc"  # the compute's block, which the schedule looks for
 WEIGHT_LAYOUT = "HWOI"  # (kh, kw, C·m, 1): output channels contiguous, like HWIO for dense convs
 
 
@@ -43,15 +53,16 @@ def is_depthwise(call: relax.Call) -> bool:
 
 
 def depthwise_nhwc(data: te.Tensor, weight: te.Tensor, strides, padding, dilation,
-                   out_dtype: str) -> te.Tensor:
+                   out_dtype: str, pad_value: float = 0.0) -> te.Tensor:
     """The NHWC depthwise conv of ``data`` with HWOI ``weight``; ``padding`` is
-    (top, left, bottom, right)."""
+    (top, left, bottom, right), filled with ``pad_value``."""
     _, height, width, channels = data.shape
     kh, kw, out_channels, _ = weight.shape
     (sy, sx), (dy, dx) = strides, dilation
     top, left, bottom, right = padding
     if any(padding):
-        data = topi.nn.pad(data, [0, top, left, 0], [0, bottom, right, 0], name="pad_temp")
+        data = topi.nn.pad(data, [0, top, left, 0], [0, bottom, right, 0],
+                           pad_value=pad_value, name="pad_temp")
     out_h = (height + top + bottom - dy * (kh - 1) - 1) // sy + 1
     out_w = (width + left + right - dx * (kw - 1) - 1) // sx + 1
     multiplier = out_channels // channels
@@ -66,36 +77,61 @@ def depthwise_nhwc(data: te.Tensor, weight: te.Tensor, strides, padding, dilatio
         lambda n, y, x, c: te.sum(
             data[n, y * sy + ry * dy, x * sx + rx * dx, channel(c)].astype(out_dtype)
             * weight[ry, rx, c, 0].astype(out_dtype), axis=[ry, rx]),
-        name="depthwise_conv2d_nhwc")
+        name=_BLOCK)
 
 
-def _default_legalize(bb: BlockBuilder, call: relax.Call) -> relax.Expr:
-    return tvm.ir.Op.get("relax.nn.conv2d").get_attr("FLegalize")(bb, call)
-
-
-def legalize_conv2d(bb: BlockBuilder, call: relax.Call) -> relax.Expr:
-    """``relax.nn.conv2d``: depthwise NHWC/HWOI ones as ``depthwise_nhwc``, the rest as TVM
-    legalizes them."""
+def _nhwc_depthwise(call: relax.Call) -> bool:
     a = call.attrs
-    if not (is_depthwise(call) and a.data_layout == "NHWC" and a.out_layout == "NHWC"
-            and a.kernel_layout == WEIGHT_LAYOUT):
-        return _default_legalize(bb, call)
-    out_dtype = str(call.ty.dtype)  # the conv's result type (out_dtype may be unset)
-    return bb.call_te(depthwise_nhwc, call.args[0], call.args[1],
-                      [int(s) for s in a.strides], [int(p) for p in a.padding],
-                      [int(d) for d in a.dilation], out_dtype,
-                      primfunc_name_hint="depthwise_conv2d")
+    return (is_depthwise(call) and a.data_layout == "NHWC" and a.out_layout == "NHWC"
+            and a.kernel_layout == WEIGHT_LAYOUT)
+
+
+@relax.expr_functor.mutator
+class _Legalize(relax.PyExprMutator):
+    def _spatial_pad(self, data: relax.Expr) -> tuple[relax.Expr, list[int], float] | None:
+        """(x, (top, left, bottom, right), value) when ``data`` is a constant pad of x's
+        height and width only (the quantized graph's zero-point pad)."""
+        pad = self.lookup_binding(data) if isinstance(data, relax.Var) else None
+        if not (isinstance(pad, relax.Call) and isinstance(pad.op, tvm.ir.Op)
+                and pad.op.name == "relax.nn.pad" and pad.attrs.pad_mode == "constant"):
+            return None
+        n0, n1, top, bottom, left, right, c0, c1 = [int(v) for v in pad.attrs.pad_width]
+        if n0 or n1 or c0 or c1 or min(top, bottom, left, right) < 0:
+            return None
+        return pad.args[0], [top, left, bottom, right], float(pad.attrs.pad_value)
+
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        call = super().visit_call_(call)
+        if not _nhwc_depthwise(call):
+            return call
+        a = call.attrs
+        data, padding, value = call.args[0], [int(p) for p in a.padding], 0.0
+        explicit = self._spatial_pad(data)
+        if explicit is not None and not any(padding):  # the pad read inside the kernel
+            data, padding, value = explicit
+        return self.builder_.call_te(
+            depthwise_nhwc, data, call.args[1], [int(s) for s in a.strides], padding,
+            [int(d) for d in a.dilation], str(call.ty.dtype), value,
+            primfunc_name_hint="depthwise_conv2d")
+
+
+@tvm.transform.module_pass(opt_level=0, name="LegalizeDepthwise")
+def legalize_depthwise(mod: IRModule, _ctx: tvm.transform.PassContext) -> IRModule:
+    """Depthwise NHWC/HWOI convs as kernels of ``depthwise_nhwc``, an explicit constant pad
+    before one (the quantized graph pads with the input's zero point) read inside it; the
+    pads no longer used dropped."""
+    return relax.transform.DeadCodeElimination()(mutate_functions(_Legalize(mod), mod))
 
 
 def legalize_ops() -> tvm.transform.Pass:
-    """TVM's LegalizeOps with depthwise NHWC convs legalized by ``legalize_conv2d``."""
-    return relax.transform.LegalizeOps(customize_legalize_map={"relax.nn.conv2d": legalize_conv2d})
+    """TVM's LegalizeOps, depthwise NHWC convs legalized first by ``legalize_depthwise``."""
+    return tvm.transform.Sequential([legalize_depthwise, relax.transform.LegalizeOps()],
+                                    name="LegalizeOps")
 
 
 # ---------------------------------------------------------------------------- schedule
 
 _SCHEDULED = "tirx.is_scheduled"  # what HeuristicCpuSchedule and the database skip
-_BLOCK = "depthwise_conv2d_nhwc"
 # Below this many multiply-adds a kernel runs on one thread: waking the pool costs ~10 µs.
 _PARALLEL_MIN_WORK = 1 << 17
 _SYMBOLIC_BATCH_GUESS = 8  # what a symbolic batch counts as in that decision
