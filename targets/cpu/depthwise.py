@@ -150,13 +150,19 @@ def _conv_block(sch: Schedule):
 
 
 def _tile(channels: int, width: int, lanes: int) -> tuple[int, int]:
-    """(channel vector, output columns) of the register tile: whole vectors of channels
-    (two registers when they divide the channels), as many columns as accumulators fit."""
+    """(channel vector, output columns) of the register tile: the most accumulators the
+    register file holds (each input is read once per tap whatever the tile; a weight vector
+    is loaded once per tap for all the tile's columns), whole vectors of channels (one or
+    two registers wide), columns dividing the output width (7 and 14 are common)."""
     budget = _ACCUMULATOR_REGISTERS if lanes < 16 else 26
-    vec = next((v for v in (2 * lanes, lanes, 4, 2) if channels % v == 0), 1)
-    registers = max(1, vec // lanes)
-    rows = max(d for d in range(1, width + 1) if width % d == 0 and d * registers <= budget)
-    return vec, rows
+    vectors = [v for v in (2 * lanes, lanes) if channels % v == 0] or [
+        next((v for v in (4, 2) if channels % v == 0), 1)]
+    best = (0, 0, 1)
+    for vec in vectors:
+        registers = max(1, vec // lanes)
+        rows = max(d for d in range(1, width + 1) if width % d == 0 and d * registers <= budget)
+        best = max(best, (rows * registers, vec, rows))
+    return best[1], best[2]
 
 
 def _inline_elementwise(sch: Schedule, keep) -> None:
@@ -199,7 +205,7 @@ def schedule_depthwise(func: tvm.tirx.PrimFunc, lanes: int) -> tvm.tirx.PrimFunc
     except (ScheduleError, IndexError):
         pass  # no epilogue, or one that stays a block
     if math.prod(extents) * (_extent(sch, n) or _SYMBOLIC_BATCH_GUESS) >= _PARALLEL_MIN_WORK:
-        sch.parallel(sch.fuse(n, y))
+        sch.parallel(sch.fuse(n, y, x_out))  # row tiles: work for both cores on 2-3 rows
     for loop in (ry, rx, x_in):
         sch.unroll(loop)
     sch.vectorize(c_in)
