@@ -184,3 +184,39 @@ def test_int8_depthwise_reads_its_zero_point_pad_and_equals_tvms_own_lowering():
     got, want = _run(ours, x), _run(stock, x)
     # one quantization step anywhere would be ~1e-2 of the output's range
     assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+
+
+def test_paddle_style_constants_keep_the_layout(tmp_path):
+    """paddle2onnx's LCNetV3 blocks: a learnable affine written ``scale · x + bias`` with
+    scalars of shape (1,), the scale first, and hard-swish as ``x · clip(x + 3, 0, 6) / 6``
+    with 3 and 6 of shape (1,). None of them may hold the layout back (each had sat
+    between two transposes)."""
+    rng = np.random.default_rng(5)
+
+    def const(name, value):
+        return numpy_helper.from_array(np.asarray(value, np.float32).reshape(-1), name)
+
+    inits = [numpy_helper.from_array((rng.standard_normal(s) * 0.4).astype(np.float32), n)
+             for n, s in (("w0", (16, 3, 3, 3)), ("wd", (16, 1, 3, 3)), ("w1", (8, 16, 1, 1)))]
+    inits += [const("scale", 1.3), const("shift", -0.2), const("three", 3.0),
+              const("six", 6.0), numpy_helper.from_array(np.float32(0.0), "zero"),
+              numpy_helper.from_array(np.float32(6.0), "six_scalar")]
+    nodes = [
+        helper.make_node("Conv", ["x", "w0"], ["c0"], pads=[1] * 4),
+        helper.make_node("Conv", ["c0", "wd"], ["cd"], pads=[1] * 4, group=16),
+        helper.make_node("Mul", ["scale", "cd"], ["scaled"]),
+        helper.make_node("Add", ["scaled", "shift"], ["affine"]),
+        helper.make_node("Add", ["affine", "three"], ["plus3"]),
+        helper.make_node("Clip", ["plus3", "zero", "six_scalar"], ["relu6"]),
+        helper.make_node("Mul", ["affine", "relu6"], ["prod"]),
+        helper.make_node("Div", ["prod", "six"], ["act"]),
+        helper.make_node("Conv", ["act", "w1"], ["y"]),
+    ]
+    model = float_model("paddle_affine", nodes, inits, {"x": [1, 3, SIZE, SIZE]},
+                        {"y": [1, 8, SIZE, SIZE]})
+    x = rng.uniform(-1, 1, (1, 3, SIZE, SIZE)).astype(np.float32)
+    compiled, lowering = _compile(tmp_path, model)
+    got, want = compiled(x), ort_run(model, {"x": x})[0]
+    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+    assert lowering == {"pipeline": "hwcompile-cpu", "layout": "full"}
+    _assert_nhwc_between_convs(model, depthwise_convs=1)
