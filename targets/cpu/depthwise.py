@@ -180,6 +180,11 @@ def _inline_elementwise(sch: Schedule, keep) -> None:
             pass  # left as a block of its own: correct, one more pass over memory
 
 
+def holds_depthwise(kernel: IRModule) -> bool:
+    """Whether ``kernel["main"]`` is a depthwise kernel of ``depthwise_nhwc`` (scheduled here)."""
+    return _conv_block(Schedule(kernel)) is not None
+
+
 def schedule_depthwise(func: tvm.tirx.PrimFunc, lanes: int) -> tvm.tirx.PrimFunc | None:
     """The depthwise kernel scheduled: rows of the output in parallel, each row in tiles of
     ``columns × channel vector`` accumulated in registers over the kernel window (unrolled),

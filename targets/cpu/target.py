@@ -22,6 +22,7 @@ from hwcompile.tune.database import open_database
 from hwcompile.tune.kernels import reduction_blocks
 
 from .defaults import heuristic_schedule
+from .depthwise import holds_depthwise
 from .features import intrinsics_family, simd_floats
 from .int8_dot import dot_block, int8_dot_product
 from .pipeline import cpu_pipeline, tunable_module
@@ -95,8 +96,9 @@ class CpuTarget(Target):
         """int8 convs the default schedule runs on the CPU's integer dot product: the
         tuner's search space has no schedule with that instruction, only slower ones; and
         softmax, written by hand (``schedule_softmax.py``), which a tuned record would
-        replace with a scheduled one."""
-        if softmax_shape(kernel["main"]) is not None:
+        replace with a scheduled one; and depthwise convs, scheduled by ``depthwise.py``
+        (the tuner's baseline, the general heuristic, is slower on them)."""
+        if softmax_shape(kernel["main"]) is not None or holds_depthwise(kernel):
             return True
         dot = int8_dot_product(self.tvm_target)
         if dot is None:
