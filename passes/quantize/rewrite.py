@@ -361,7 +361,7 @@ class IntegerEmitter:
                     ops = "·".join(region.ops(self.bindings))
                     self.sensitive_layers.setdefault(
                         self.plan.layers[layer].name,
-                        f"its output feeds {ops}, whose int8 table is too coarse: {reason}")
+                        f"its output feeds {ops}, which stays float: {reason}")
         if self.coarse_lookups:
             quantized = self._reachable(set(self.coarse_lookups))
         self.quantized = quantized
