@@ -103,7 +103,7 @@ def _fold_into_producer(rc, data, scale, shift, axis, dtype):
             and conv.attrs.data_layout == "NCHW" and rc.weight(conv.args[1]) is not None:
         weight = rc.weight(conv.args[1]) * scale.reshape(-1, 1, 1, 1)
         new = relax.Call(conv.op, [rc.arg(conv.args[0]),
-                                   rc.param(rc.unique_name(f"{rc.weight_name(conv.args[1])}.bn"),
+                                   rc.param(rc.unique_name(f"{rc.weight_name(conv.args[1]) or 'conv'}.bn"),
                                             weight.astype(dtype))], conv.attrs)
         bias_shape = (1, channels, 1, 1)
     elif matmul is not None and rc.weight(matmul.args[1]) is not None \
