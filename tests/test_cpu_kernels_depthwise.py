@@ -220,3 +220,21 @@ def test_paddle_style_constants_keep_the_layout(tmp_path):
     assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
     assert lowering == {"pipeline": "hwcompile-cpu", "layout": "full"}
     _assert_nhwc_between_convs(model, depthwise_convs=1)
+
+
+def test_only_repeating_broadcasts_are_kept_out_of_a_conv_kernel():
+    """A lower-rank operand whose extra leading axes have extent 1 is no repeat (an SVTR
+    neck's (W, C) + (1, W, C)): separating it from its conv made ppocrv5_rec 60× slower."""
+    from tvm import relax, tirx
+
+    from hwcompile.targets.cpu.broadcast_epilogue import _expanded
+
+    def ty(*dims):
+        return relax.TensorType([tirx.Var("n", "int64") if d == "N" else d for d in dims],
+                                "float32")
+
+    assert not _expanded(ty(40, 64), ty(1, 40, 64))
+    assert not _expanded(ty(1, 40, 64), ty(1, 40, 64))
+    assert _expanded(ty(64), ty(1, 8, 40, 64))
+    assert _expanded(ty(1, 1, 1, 64), ty(1, 8, 40, 64))
+    assert _expanded(ty(1, 1, 1, 64), ty("N", 1, 1, 64))

@@ -45,8 +45,9 @@ def _expanded(operand: relax.Type, result: relax.Type) -> bool:
     small, large = _dims(operand), _dims(result)
     if small is None or large is None:
         return False
-    return len(small) < len(large) or any(
-        _is_one(s) and not _is_one(d) for s, d in zip(small, large[len(large) - len(small):]))
+    lead = len(large) - len(small)  # leading axes of extent 1 add rank, not repeats
+    return any(not _is_one(d) for d in large[:lead]) or any(
+        _is_one(s) and not _is_one(d) for s, d in zip(small, large[lead:]))
 
 
 @relax.expr_functor.mutator
