@@ -85,8 +85,10 @@ def quantize(model: Model, ctx: PassContext, *,
     last = float_positions(model)[-1]
     positions = sorted({r.position for r in emitter.records} | {last})
     # Bias correction is not always a gain in a whole network (README): by default both
-    # variants run in the report and the one whose output is closer to float is kept.
-    variants = [True, False] if bias_correction is None and shifts else [True]
+    # variants run in the report and the one whose output is closer to float is kept —
+    # unless accuracy control already chose the layers on the corrected model.
+    variants = [True, False] if bias_correction is None and shifts and max_drop is None \
+        else [True]
     all_errors = accuracy.layer_errors(model, [make(kept, v) for v in variants], positions,
                                        data.head(REPORT_SAMPLES), ctx.progress)
     best = max(range(len(variants)), key=lambda v: all_errors[v][last][0])
