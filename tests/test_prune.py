@@ -18,6 +18,7 @@ import hwcompile
 from hwcompile.errors import CalibrationError, PassError
 from hwcompile.frontend import import_onnx
 from hwcompile.models import zoo
+from hwcompile.models.graph import Graph
 from hwcompile.pipeline import PassContext, parse_spec, run_pipeline
 from hwcompile.target import Constraints
 
@@ -125,6 +126,18 @@ def test_round_to_defaults_to_target_multiple():
     # ignore keeps a layer's own output channels
     _, report = run_pipeline(model, parse_spec("prune(ratio=0.3, ignore=[layer1.0.conv1])"), ctx)
     assert "layer1.0.conv1.weight" not in report[0]["details"]["channels"]
+
+
+def test_round_to_keeps_the_granularity_of_a_ragged_count():
+    """24 and 40 channels are 1.5 and 2.5 vectors of 16: pruned, they stay multiples of 8
+    (gcd with the vector), not the nearest count (17, 28), which would run with ragged tails."""
+    g = Graph("ragged", 0, init="random")
+    x = g.conv_bn_relu(g.input("input", ("N", 3, 16, 16)), "a", 24, 3)
+    x = g.conv_bn_relu(x, "b", 40, 3)
+    g.output(g.conv(x, "head", 4, 1, bias=True))
+    ctx = PassContext(constraints=Constraints(channel_multiple=16))
+    _, report = run_pipeline(import_onnx(g.to_onnx()), parse_spec("prune(ratio=0.3)"), ctx)
+    assert report[0]["details"]["channels"] == {"a.weight": "24 -> 16", "b.weight": "40 -> 32"}
 
 
 @pytest.mark.parametrize("spec, message", [

@@ -4,13 +4,15 @@ Weights are sliced, conv ``groups``, split indices and reshape targets are rewri
 ``rebuild`` re-infers every shape, so the result is a smaller Relax graph (not masks).
 Kept channel counts respect the target's channel multiple (``round_to``): a layer whose
 count is a multiple of it before stays one after (or becomes a divisor of it, below one
-vector), so it never gets a ragged vector tail that makes it slower than unpruned.
+vector), and any other count keeps the granularity it had (88 of 16 stays a multiple of 8),
+so pruning never gives a layer a more ragged vector tail than it had unpruned.
 Removed channels' expected activations are folded into their consumers' biases
 (compensate.py), so pruning without fine-tuning keeps what the consumers were trained on.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import numpy as np
@@ -40,9 +42,10 @@ def _space_ok(size: int, removed: int, round_to: int, max_layer_ratio: float) ->
         return True
     if kept <= 0 or removed > max_layer_ratio * size:
         return False
-    # A count that was a whole number of vectors stays one, or becomes a divisor of the
-    # vector width (8 of 16 lanes: half vectors, no ragged tail).
-    return size % round_to != 0 or kept % round_to == 0 or (kept < round_to and round_to % kept == 0)
+    # A count keeps the granularity it had: a whole number of vectors stays one, 88 channels
+    # (5.5 vectors of 16) stay a multiple of 8; or it becomes a divisor of the vector width
+    # (8 of 16 lanes: half vectors, no ragged tail).
+    return kept % math.gcd(size, round_to) == 0 or (kept < round_to and round_to % kept == 0)
 
 
 def _group_key(analysis: Analysis, group: Group) -> tuple:
