@@ -14,6 +14,7 @@ import tvm
 from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 
+from . import fast_erf  # noqa: F401  (registers the vectorizable erf lowering: GELU)
 from .batched_fold import batched_fold_constant
 from .broadcast_epilogue import expanding_broadcasts_apart
 from .defaults import HeuristicCpuSchedule
