@@ -1,15 +1,19 @@
 """Kernels of the sequence models on the CPU: GELU's erf as inline arithmetic
-(targets/cpu/fast_erf.py), against float64 references, through the product path."""
+(targets/cpu/fast_erf.py), LSTM gate splits as slices fused into the cell kernels
+(targets/cpu/split_slices.py); against float64 or onnxruntime, through the product path."""
 
 from __future__ import annotations
 
 import math
 
 import numpy as np
+import tvm
 from conftest import float_model, ort_run
 from onnx import helper, numpy_helper
 
 import hwcompile
+from hwcompile.frontend import import_onnx
+from hwcompile.target import resolve_target
 
 
 def _compile(tmp_path, model):
@@ -51,3 +55,44 @@ def test_gelu_after_a_matmul_matches_onnxruntime(tmp_path):
     [want] = ort_run(model, {"x": x})
     assert np.abs(got - want).max() <= 2e-6 * np.abs(want).max()
     assert b"erff" not in (art / "model.so").read_bytes()
+
+
+def _lstm_model(seq: int = 6, inputs: int = 5, hidden: int = 8):
+    rng = np.random.default_rng(4)
+    weights = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32) * 0.5, name)
+               for name, shape in (("W", (1, 4 * hidden, inputs)), ("R", (1, 4 * hidden, hidden)),
+                                   ("B", (1, 8 * hidden)))]
+    node = helper.make_node("LSTM", ["x", "W", "R", "B"], ["y", "h"], hidden_size=hidden)
+    return float_model("lstm", [node], weights, {"x": [seq, 1, inputs]},
+                       {"y": [seq, 1, 1, hidden], "h": [1, 1, hidden]})
+
+
+def _kernel_names(model) -> list[str]:
+    mod = resolve_target("cpu").tunable_module(import_onnx(model).bound_module())
+    return [gv.name_hint for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+
+
+def test_lstm_gates_are_sliced_into_the_cell_kernels(tmp_path):
+    """The gate split of every step is no kernel of its own: its pieces are read by the
+    elementwise cell kernels (fewer VM calls and allocations per step); same outputs."""
+    model = _lstm_model()
+    names = _kernel_names(model)
+    assert not [n for n in names if "split" in n]
+    assert [n for n in names if "strided_slice" in n and "sigmoid" in n]
+    x = np.random.default_rng(5).standard_normal((6, 1, 5)).astype(np.float32)
+    art = _compile(tmp_path, model)
+    got = hwcompile.load(art).run({"x": x})
+    want = ort_run(model, {"x": x})
+    for g, w in zip(got.values(), want, strict=True):
+        assert np.abs(g - w).max() <= 1e-6 * max(np.abs(w).max(), 1.0)
+
+
+def test_split_read_by_matmuls_stays_a_split():
+    """Slices cannot fuse into a matmul's kernel: there each would be a kernel of its own."""
+    w = numpy_helper.from_array(np.ones((4, 4), np.float32), "w")
+    nodes = [helper.make_node("Split", ["x"], ["a", "b"], axis=1, num_outputs=2),
+             helper.make_node("MatMul", ["a", "w"], ["ya"]),
+             helper.make_node("MatMul", ["b", "w"], ["yb"])]
+    model = float_model("split", nodes, [w], {"x": [3, 8]}, {"ya": [3, 4], "yb": [3, 4]},
+                        opset=18)
+    assert [n for n in _kernel_names(model) if "split" in n]

@@ -22,6 +22,7 @@ from .depthwise import ScheduleDepthwise, legalize_ops
 from .int8_dot import int8_dot_product
 from .layout import cpu_layout
 from .lookup_fusion import lookup_tables_elementwise
+from .split_slices import split_to_slices
 
 
 def tunable_passes(target: tvm.target.Target, report: dict | None = None
@@ -36,7 +37,7 @@ def tunable_passes(target: tvm.target.Target, report: dict | None = None
                          }.get(p.info.name, p))
         if p.info.name == "AnnotateTIROpPattern":
             legalize += [lookup_tables_elementwise, expanding_broadcasts_apart]
-    return [cpu_layout(target, report), *cpu_generic.library_dispatch_passes(target),
+    return [cpu_layout(target, report), split_to_slices, *cpu_generic.library_dispatch_passes(target),
             *legalize, relax.transform.AttachAttrLayoutFreeBuffers()]
 
 
