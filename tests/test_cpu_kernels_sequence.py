@@ -1,12 +1,14 @@
 """Kernels of the sequence models on the CPU: GELU's erf as inline arithmetic
 (targets/cpu/fast_erf.py), LSTM gate splits as slices fused into the cell kernels
-(targets/cpu/split_slices.py); against float64 or onnxruntime, through the product path."""
+(targets/cpu/split_slices.py), attention scores whose rows fill no whole vector
+(targets/cpu/batch_matmul.py); against float64 or onnxruntime, through the product path."""
 
 from __future__ import annotations
 
 import math
 
 import numpy as np
+import pytest
 import tvm
 from conftest import float_model, ort_run
 from onnx import helper, numpy_helper
@@ -14,6 +16,7 @@ from onnx import helper, numpy_helper
 import hwcompile
 from hwcompile.frontend import import_onnx
 from hwcompile.target import resolve_target
+from hwcompile.targets.cpu.batch_matmul import batch_matmul_shape
 
 
 def _compile(tmp_path, model):
@@ -96,3 +99,36 @@ def test_split_read_by_matmuls_stays_a_split():
     model = float_model("split", nodes, [w], {"x": [3, 8]}, {"ya": [3, 4], "yb": [3, 4]},
                         opset=18)
     assert [n for n in _kernel_names(model) if "split" in n]
+
+
+def _attention_scores_model(batch: int, m: int, k: int, n: int, scale: float | None):
+    nodes = [helper.make_node("MatMul", ["q", "kt"], ["s" if scale else "y"])]
+    inits = []
+    if scale:
+        inits = [numpy_helper.from_array(np.array(scale, np.float32), "scale")]
+        nodes.append(helper.make_node("Mul", ["s", "scale"], ["y"]))
+    return float_model("scores", nodes, inits, {"q": [1, batch, m, k], "kt": [1, batch, k, n]},
+                       {"y": [1, batch, m, n]})
+
+
+@pytest.mark.parametrize(("batch", "m", "k", "n", "scale"), [
+    (4, 199, 16, 199, 0.25),  # wav2vec2's attention scores
+    (2, 13, 8, 37, None),  # leftover rows, one whole and one overlapping column tile
+    (1, 5, 3, 20, 0.5),  # fewer rows than a tile, one-register columns
+])
+def test_attention_scores_kernel_matches_numpy(tmp_path, batch, m, k, n, scale):
+    """The written batch matmul (targets/cpu/batch_matmul.py), used where the output rows
+    fill no whole vector, against float64 numpy."""
+    model = _attention_scores_model(batch, m, k, n, scale)
+    lanes = resolve_target("cpu").default_schedule_lanes
+    mod = resolve_target("cpu").tunable_module(import_onnx(model).bound_module())
+    [func] = [f for gv, f in mod.functions_items()
+              if isinstance(f, tvm.tirx.PrimFunc) and "matmul" in gv.name_hint]
+    used = n % lanes != 0 and n >= lanes
+    assert (batch_matmul_shape(func, lanes) is not None) == used
+    rng = np.random.default_rng(8)
+    q = rng.standard_normal((1, batch, m, k)).astype(np.float32)
+    kt = rng.standard_normal((1, batch, k, n)).astype(np.float32)
+    got = hwcompile.load(_compile(tmp_path, model)).run({"q": q, "kt": kt})["y"]
+    want = (q.astype(np.float64) @ kt.astype(np.float64)) * (scale or 1.0)
+    assert np.abs(got - want).max() <= 1e-6 * np.abs(want).max()

@@ -15,6 +15,7 @@ from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 
 from . import fast_erf  # noqa: F401  (registers the vectorizable erf lowering: GELU)
+from .batch_matmul import ScheduleBatchMatmul
 from .batched_fold import batched_fold_constant
 from .broadcast_epilogue import expanding_broadcasts_apart
 from .defaults import HeuristicCpuSchedule
@@ -69,7 +70,7 @@ def cpu_pipeline(target: tvm.target.Target, lanes: int, database: object | None 
 
     @tvm.transform.module_pass(opt_level=0, name="HwcompileCpuPipeline")
     def _pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        scheduling = [ScheduleDepthwise(lanes),
+        scheduling = [ScheduleDepthwise(lanes), ScheduleBatchMatmul(lanes),
                       HeuristicCpuSchedule(lanes, int8_dot_product(target), stats)]
         if database is not None:
             scheduling[:0] = [relax.transform.MetaScheduleApplyDatabase(),
