@@ -126,6 +126,8 @@ def test_attention_scores_kernel_matches_numpy(tmp_path, batch, m, k, n, scale):
               if isinstance(f, tvm.tirx.PrimFunc) and "matmul" in gv.name_hint]
     used = n % lanes != 0 and n >= lanes
     assert (batch_matmul_shape(func, lanes) is not None) == used
+    # tuning leaves the written kernel alone: no tuned record replaces it under --db
+    assert resolve_target("cpu").keeps_default(tvm.IRModule({"main": func})) == used
     rng = np.random.default_rng(8)
     q = rng.standard_normal((1, batch, m, k)).astype(np.float32)
     kt = rng.standard_normal((1, batch, k, n)).astype(np.float32)

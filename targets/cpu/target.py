@@ -21,6 +21,7 @@ from hwcompile.target import BuildResult, Constraints, Target, register_target
 from hwcompile.tune.database import open_database
 from hwcompile.tune.kernels import reduction_blocks
 
+from .batch_matmul import batch_matmul_shape
 from .defaults import heuristic_schedule
 from .depthwise import holds_depthwise
 from .features import intrinsics_family, simd_floats
@@ -97,8 +98,10 @@ class CpuTarget(Target):
         tuner's search space has no schedule with that instruction, only slower ones; and
         softmax, written by hand (``schedule_softmax.py``), which a tuned record would
         replace with a scheduled one; and depthwise convs, scheduled by ``depthwise.py``
-        (the tuner's baseline, the general heuristic, is slower on them)."""
-        if softmax_shape(kernel["main"]) is not None or holds_depthwise(kernel):
+        (the tuner's baseline, the general heuristic, is slower on them); and the batch
+        matmuls ``batch_matmul.py`` writes (likewise)."""
+        if (softmax_shape(kernel["main"]) is not None or holds_depthwise(kernel)
+                or batch_matmul_shape(kernel["main"], self.default_schedule_lanes) is not None):
             return True
         dot = int8_dot_product(self.tvm_target)
         if dot is None:
