@@ -7,7 +7,7 @@ each, hwcompile vs onnxruntime in the same process.
 Each kernel is compiled through the product path (``hwcompile.compile`` of the one-node
 model) and timed against onnxruntime on the same model in alternated blocks
 (``_timing.alternating_blocks``, best block median); the shapes are wav2vec2_tiny's and
-bert_tiny's. Prints a Markdown table with the output error against float64 numpy (or
+bert_tiny's, ddddocr_rec's. Prints a Markdown table with the output error against float64 numpy (or
 onnxruntime where numpy has no reference), the load average and the date.
 """
 
@@ -69,12 +69,24 @@ def _layer_norm(rows: int, cols: int):
                   {"y": [1, rows, cols]})
 
 
+def _dense(rows: int, depth: int, cols: int):
+    """A classifier head or an LSTM step's recurrent product: x · W + b, W constant."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((depth, cols)).astype(np.float32)
+                                     * 0.05, "w"),
+             numpy_helper.from_array(rng.standard_normal(cols).astype(np.float32), "b")]
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["m", "b"], ["y"])]
+    return _model(nodes, inits, {"x": [rows, depth]}, {"y": [rows, cols]})
+
+
 KERNELS = {
     "gelu_199x256": lambda: _gelu(199, 256),
     "softmax_4x199x199": lambda: _softmax((1, 4, 199, 199)),
     "bmm_qk_4x199x16x199": lambda: _batch_matmul(4, 199, 16, 199),
     "bmm_av_4x199x199x16": lambda: _batch_matmul(4, 199, 199, 16),
     "layernorm_199x64": lambda: _layer_norm(199, 64),
+    "dense_20x1024x8210": lambda: _dense(20, 1024, 8210),  # ddddocr_rec's classifier
+    "dense_1x512x2048": lambda: _dense(1, 512, 2048),  # ddddocr_rec's LSTM step (h · Rᵀ)
 }
 
 

@@ -134,3 +134,20 @@ def test_attention_scores_kernel_matches_numpy(tmp_path, batch, m, k, n, scale):
     got = hwcompile.load(_compile(tmp_path, model)).run({"q": q, "kt": kt})["y"]
     want = (q.astype(np.float64) @ kt.astype(np.float64)) * (scale or 1.0)
     assert np.abs(got - want).max() <= 1e-6 * np.abs(want).max()
+
+
+def test_tanh_is_accurate_over_its_whole_range(tmp_path):
+    """Inline tanh (targets/cpu/fast_tanh.py): a few float32 ulp relative, near 0 as well
+    (no cancellation), ±1 far out, no libm call."""
+    x = np.concatenate([np.linspace(-12, 12, 4001), np.geomspace(1e-8, 1.0, 200),
+                        [-1e4, 1e4, 0.0, -0.0, 0.625, -0.625, 0.62500006, 44.0, -90.0]]
+                       ).astype(np.float32).reshape(1, -1)
+    model = float_model("tanh", [helper.make_node("Tanh", ["x"], ["y"])], [],
+                        {"x": list(x.shape)}, {"y": list(x.shape)})
+    art = _compile(tmp_path, model)
+    got = hwcompile.load(art)(x).astype(np.float64)
+    want = np.tanh(x.astype(np.float64))
+    assert np.abs(got - want).max() <= 2.5e-7
+    nonzero = want != 0
+    assert (np.abs(got - want)[nonzero] / np.abs(want[nonzero])).max() <= 1e-6
+    assert b"expf" not in (art / "model.so").read_bytes()

@@ -14,7 +14,7 @@ import tvm
 from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 
-from . import fast_erf  # noqa: F401  (registers the vectorizable erf lowering: GELU)
+from . import fast_erf, fast_tanh  # noqa: F401  (register vectorizable erf (GELU) and tanh lowerings)
 from .batch_matmul import ScheduleBatchMatmul
 from .batched_fold import batched_fold_constant
 from .broadcast_epilogue import expanding_broadcasts_apart
