@@ -5,7 +5,7 @@ pre-activations ``(1, 4·hidden)`` into four ``(1, hidden)`` pieces read by two 
 kernels (the cell update and the output gate). A split returns a tuple, so FuseOps keeps
 it a kernel of its own: per step one more call, four allocated pieces and a tuple. A
 strided slice is injective and fuses into its elementwise reader, which then reads its
-piece straight from the gates' buffer: lstm_gru's VM calls 805 → ~600, and most of its call
+piece straight from the gates' buffer: lstm_gru's VM calls 805 → 529, and most of its call
 time was those calls, not the kernels. Splits read by anything else (a matmul cannot take
 an injective producer into its kernel: each slice would be a kernel) stay.
 """
