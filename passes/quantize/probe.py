@@ -27,6 +27,8 @@ from hwcompile.targets.cpu import cpu_target
 
 from .kernels import Emitter
 
+_DEQUANTIZE = tvm.ir.Op.get("relax.dequantize")
+
 
 def compile_for_host(mod: tvm.IRModule) -> relax.VirtualMachine:
     """``mod`` built for this CPU with the CPU target's pipeline (TVM's stock lowering if
@@ -130,6 +132,23 @@ class ProbeModule:
         return _numpy(self._vm[name](*args))
 
 
+def _tensor_qparams(bb: relax.BlockBuilder, binding: relax.Binding) -> relax.Binding:
+    """``binding`` with a dequantize's scalar scale and zero point as one-element tensors.
+
+    Legalization inlines scalar constants into the kernel, so every tensor a report
+    compares got its own dequantize kernel (161 of yolov8_tiny's 349 kernels); read from
+    tensors, one kernel per shape serves them all."""
+    call = binding.value
+    if not (isinstance(call, relax.Call) and call.op == _DEQUANTIZE
+            and all(isinstance(a, tvm.ir.Constant) and a.value.numpy().ndim == 0
+                    for a in call.args[1:])):
+        return binding
+    scale, zero_point = (relax.const(a.value.numpy().reshape(1), str(a.value.dtype))
+                         for a in call.args[1:])
+    return relax.VarBinding(binding.var, bb.normalize(relax.op.dequantize(
+        call.args[0], scale, zero_point, axis=call.attrs.axis, out_dtype=call.attrs.out_dtype)))
+
+
 def paired(model: Model, quantized_probes: Sequence[Model], positions: Sequence[int],
            compare: Callable[[Emitter, relax.Expr, relax.Expr], relax.Expr]) -> tvm.IRModule:
     """One function running ``model`` and each of ``quantized_probes`` (``model`` rewritten,
@@ -164,7 +183,7 @@ def paired(model: Model, quantized_probes: Sequence[Model], positions: Sequence[
                 for t, (theirs, defined, fields) in enumerate(twins):
                     value = fields[k]
                     while value in defined and done_theirs[t] <= defined[value]:
-                        bb.emit_normalized(theirs[done_theirs[t]])
+                        bb.emit_normalized(_tensor_qparams(bb, theirs[done_theirs[t]]))
                         done_theirs[t] += 1
                     outputs.append(compare(kernels, ours[position].var, value))
             out = bb.emit_output(relax.Tuple(outputs))
