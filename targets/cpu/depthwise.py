@@ -30,6 +30,8 @@ from tvm.s_tir.schedule import ScheduleError
 
 from hwcompile.rewrite import mutate_functions
 
+from .conv_transpose import legalize_patch_transpose
+
 _BLOCK = "depthwise_conv2d_nhwc"  # the compute's block, which the schedule looks for
 WEIGHT_LAYOUT = "HWOI"  # (kh, kw, C·m, 1): output channels contiguous, like HWIO for dense convs
 
@@ -124,9 +126,10 @@ def legalize_depthwise(mod: IRModule, _ctx: tvm.transform.PassContext) -> IRModu
 
 
 def legalize_ops() -> tvm.transform.Pass:
-    """TVM's LegalizeOps, depthwise NHWC convs legalized first by ``legalize_depthwise``."""
-    return tvm.transform.Sequential([legalize_depthwise, relax.transform.LegalizeOps()],
-                                    name="LegalizeOps")
+    """TVM's LegalizeOps, depthwise NHWC convs legalized first by ``legalize_depthwise`` and
+    NHWC transposed convs whose kernel is their stride by ``legalize_patch_transpose``."""
+    return tvm.transform.Sequential([legalize_depthwise, legalize_patch_transpose,
+                                     relax.transform.LegalizeOps()], name="LegalizeOps")
 
 
 # ---------------------------------------------------------------------------- schedule

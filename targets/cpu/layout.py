@@ -8,6 +8,8 @@ from tvm import relax
 from hwcompile.rewrite import call_name, mutate_functions
 
 from .channel_padding import pad_output_channels
+from .conv_transpose import WEIGHT_LAYOUT as PATCH_TRANSPOSE_WEIGHTS
+from .conv_transpose import is_patch_transpose
 from .depthwise import WEIGHT_LAYOUT as DEPTHWISE_WEIGHTS
 from .depthwise import is_depthwise
 from .features import simd_floats
@@ -31,7 +33,9 @@ def cpu_layout(target: tvm.target.Target, report: dict | None = None) -> tvm.tra
     conversion went (``guarded_layout.py``)."""
 
     def desired(call: relax.Call) -> dict[str, list[str]]:  # called for every op call
-        if call.op.name == "relax.nn.conv2d_transpose":  # legalizes in NCHW only: keep it
+        if call.op.name == "relax.nn.conv2d_transpose":  # TOPI's lowering is NCHW only
+            if is_patch_transpose(call):  # conv_transpose.py legalizes these in NHWC
+                return {call.op.name: ["NHWC", PATCH_TRANSPOSE_WEIGHTS]}
             return {call.op.name: ["NCHW", "IOHW"]}
         if call.op.name != "relax.nn.conv2d":
             return {}
