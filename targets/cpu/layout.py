@@ -13,6 +13,7 @@ from .conv_transpose import is_patch_transpose
 from .depthwise import WEIGHT_LAYOUT as DEPTHWISE_WEIGHTS
 from .depthwise import is_depthwise
 from .features import simd_floats
+from .flush_denormals import flush_tiny_constants
 from .guarded_layout import guarded_convert_layout
 from .int8_dot import int8_dot_product
 from .integer_graph import integer_graph_passes, pad_through_permute
@@ -29,8 +30,10 @@ def cpu_layout(target: tvm.target.Target, report: dict | None = None) -> tvm.tra
     Constant operands of elementwise ops are first put where the layout can pass them
     (``constants_like_tensors``). Around it, the integer-graph rewrites of
     ``integer_graph.py`` (uint8 conv operands where the CPU's int8 dot product wants them)
-    and output channels padded to whole vector registers (``channel_padding.py``). ``report["layout"]`` receives how far the
-    conversion went (``guarded_layout.py``)."""
+    and output channels padded to whole vector registers (``channel_padding.py``). First,
+    weights too small for float32 arithmetic are flushed to zero (``flush_denormals.py``:
+    each FMA with a subnormal operand or result takes a microcode assist). ``report["layout"]`` receives how far the conversion went
+    (``guarded_layout.py``)."""
 
     def desired(call: relax.Call) -> dict[str, list[str]]:  # called for every op call
         if call.op.name == "relax.nn.conv2d_transpose":  # TOPI's lowering is NCHW only
@@ -47,7 +50,8 @@ def cpu_layout(target: tvm.target.Target, report: dict | None = None) -> tvm.tra
 
     # Channels padded first: an int8 conv padded to whole dot products then gets its
     # operands in the instruction's type too (8 output channels: 17× slower without).
-    return tvm.transform.Sequential([pad_output_channels(simd_floats(target)),
+    return tvm.transform.Sequential([flush_tiny_constants,
+                                     pad_output_channels(simd_floats(target)),
                                      *integer_graph_passes(int8_dot_product(target)),
                                      constants_like_tensors,
                                      layout_transparent_lookups(
