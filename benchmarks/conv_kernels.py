@@ -5,7 +5,8 @@
 
 Every distinct conv of the models (input shape, weight shape, stride, padding), with its
 bias and its SiLU epilogue (``Sigmoid`` + ``Mul``) when the model has one, becomes a one-conv
-ONNX model (random weights). The ``--top`` shapes of each model by multiply-adds are
+ONNX model (random weights); so does every transposed conv (``ConvTranspose``, with a bias:
+the DBNet necks and heads of ppocrv4_det/ppocrv5_det), labelled ``T``. The ``--top`` shapes of each model by multiply-adds are
 compiled through the product path (``hwcompile.compile(..., "cpu")``) and timed kernel by
 kernel (``kernel_times``: the fused conv kernel alone, not the layout transposes around it);
 onnxruntime's figure is the sum of its profiled nodes less its layout reorders and
@@ -51,24 +52,31 @@ class ConvShape:
     stride: int
     pad: int
     silu: bool
+    transposed: bool = False
 
     @property
     def out_hw(self) -> tuple[int, int]:
+        if self.transposed:
+            return ((self.height - 1) * self.stride + self.kernel - 2 * self.pad,
+                    (self.width - 1) * self.stride + self.kernel - 2 * self.pad)
         return ((self.height + 2 * self.pad - self.kernel) // self.stride + 1,
                 (self.width + 2 * self.pad - self.kernel) // self.stride + 1)
 
     @property
     def macs(self) -> int:
+        if self.transposed:  # the useful ones: each input pixel times each kernel tap
+            return self.height * self.width * self.cout * self.cin * self.kernel * self.kernel
         oh, ow = self.out_hw
         return oh * ow * self.cout * self.cin * self.kernel * self.kernel
 
     def label(self) -> str:
-        return (f"{self.cin}x{self.height}x{self.width}→{self.cout} k{self.kernel}s{self.stride}"
-                + (" silu" if self.silu else ""))
+        return (f"{'T ' if self.transposed else ''}{self.cin}x{self.height}x{self.width}→"
+                f"{self.cout} k{self.kernel}s{self.stride}" + (" silu" if self.silu else ""))
 
 
 def model_convs(name: str) -> dict[ConvShape, int]:
-    """The model's groups=1 square convs (shape → multiply-adds over all its instances)."""
+    """The model's groups=1 square convs and transposed convs (shape → multiply-adds over
+    all its instances)."""
     entry = next(m for m in MODELS if m.name == name)
     model = onnx.load(fetch(entry))
     for graph_input in model.graph.input:
@@ -80,33 +88,40 @@ def model_convs(name: str) -> dict[ConvShape, int]:
     infos = [*model.graph.value_info, *model.graph.input]
     shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in infos}
     weights = {t.name: list(t.dims) for t in model.graph.initializer}
+    weights.update({n.output[0]: list(n.attribute[0].t.dims) for n in model.graph.node
+                    if n.op_type == "Constant" and n.attribute[0].name == "value"})
     consumers: dict[str, list[str]] = {}
     for node in model.graph.node:
         for name_in in node.input:
             consumers.setdefault(name_in, []).append(node.op_type)
     found: dict[ConvShape, int] = {}
     for node in model.graph.node:
-        if node.op_type != "Conv":
+        if node.op_type not in ("Conv", "ConvTranspose"):
             continue
+        transposed = node.op_type == "ConvTranspose"
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         w, x = weights.get(node.input[1]), shapes.get(node.input[0])
         pads, strides = attrs.get("pads", [0] * 4), attrs.get("strides", [1, 1])
-        if (attrs.get("group", 1) != 1 or not w or not x
-                or 0 in x or len(set(pads)) != 1 or len(set(strides)) != 1 or w[2] != w[3]):
+        if (attrs.get("group", 1) != 1 or not w or not x or 0 in x or len(set(pads)) != 1
+                or len(set(strides)) != 1 or w[2] != w[3] or attrs.get("output_padding")):
             continue
-        conv = ConvShape(x[1], x[2], x[3], w[0], w[2], strides[0], pads[0],
-                         sorted(consumers.get(node.output[0], [])) == ["Mul", "Sigmoid"])
+        conv = ConvShape(x[1], x[2], x[3], w[1] if transposed else w[0], w[2], strides[0],
+                         pads[0], sorted(consumers.get(node.output[0], [])) == ["Mul", "Sigmoid"],
+                         transposed)
         found[conv] = found.get(conv, 0) + conv.macs
     return found
 
 
 def one_conv_model(conv: ConvShape, seed: int = 0) -> onnx.ModelProto:
-    """Conv + bias (+ SiLU) on random weights, NCHW like the exported models."""
+    """Conv (or ConvTranspose) + bias (+ SiLU) on random weights, NCHW like the exported
+    models."""
     rng = np.random.default_rng(seed)
     scale = 1.0 / np.sqrt(conv.cin * conv.kernel * conv.kernel)
-    w = (rng.standard_normal((conv.cout, conv.cin, conv.kernel, conv.kernel)) * scale)
+    io = (conv.cin, conv.cout) if conv.transposed else (conv.cout, conv.cin)
+    w = rng.standard_normal((*io, conv.kernel, conv.kernel)) * scale
     b = rng.standard_normal(conv.cout) * 0.1
-    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c" if conv.silu else "y"],
+    op = "ConvTranspose" if conv.transposed else "Conv"
+    nodes = [helper.make_node(op, ["x", "w", "b"], ["c" if conv.silu else "y"],
                               kernel_shape=[conv.kernel] * 2, strides=[conv.stride] * 2,
                               pads=[conv.pad] * 4)]
     if conv.silu:
