@@ -369,6 +369,18 @@ def _split_long_reductions(sch: Schedule, blocks: list, lanes: int) -> bool:
     return split
 
 
+def _inline_into_outputs(sch: Schedule) -> None:
+    """Every block of an elementwise/injective kernel that does not write an output inlined
+    into its readers: one pass over memory, not one per fused op (an FPN's scale, add,
+    resize and add: four passes over 80×80×96; YOLOX's focus: eight slices, a concat and a
+    transpose, ten)."""
+    for block in sch.get_child_blocks(sch.get_sblock("root"))[:-1]:
+        try:
+            sch.compute_inline(block)
+        except ScheduleError:
+            pass  # an output, or not inlinable: stays a pass of its own
+
+
 def heuristic_schedule(mod: IRModule, lanes: int, dot: DotProduct | None = None) -> Schedule | None:
     """The traced heuristic schedule of ``mod["main"]`` (None: keep the default loops);
     its trace is what the tuner records as the baseline candidate."""
@@ -384,6 +396,8 @@ def heuristic_schedule(mod: IRModule, lanes: int, dot: DotProduct | None = None)
         fits, tensorize = _schedule_reduction(sch, reductions[0], lanes, dot)
         if not fits:
             return None
+    if not reductions:
+        _inline_into_outputs(sch)
     for block in sch.get_child_blocks(root):
         if "R" not in iter_kinds(sch, block) and sch.get_loops(block):
             try:
