@@ -115,8 +115,9 @@ def test_a_failing_cpu_pipeline_falls_back_to_tvms_stock_lowering(tmp_path, monk
 
 
 def test_transposed_convolutions_keep_their_layout(tmp_path):
-    """conv2d_transpose legalizes in NCHW only: converting it with its conv neighbours
-    ended DBNet heads (PaddleOCR detectors) in "CodeGenVM cannot emit this operator"."""
+    """A transposed conv next to convs compiles in the full pipeline (converting TOPI's
+    NCHW-only conv2d_transpose with its neighbours once ended DBNet heads in "CodeGenVM
+    cannot emit this operator"; kernel = stride now has its own NHWC lowering)."""
     w = numpy_helper.from_array(np.random.default_rng(3).standard_normal((8, 4, 2, 2))
                                 .astype(np.float32), "wt")
     model = _conv_then(helper.make_node("ConvTranspose", ["c", "wt"], ["y"], strides=[2, 2]),
