@@ -56,17 +56,25 @@ class _Separate(relax.PyExprMutator):
         super().__init__(mod)
         self.mod = mod
         self.injective: dict[tvm.ir.GlobalVar, tvm.ir.GlobalVar] = {}
+        self.unfused: set[tvm.ir.GlobalVar] = set()
 
     def _from_conv_epilogue(self, expr: relax.Expr, depth: int = 0) -> bool:
         """Whether ``expr`` is a conv/matmul (OutEWiseFusable) kernel's result, possibly
         through elementwise and broadcast kernels: what FuseOps would fuse it with."""
         bound = self.lookup_binding(expr) if isinstance(expr, relax.Var) else None
-        pattern = _pattern(self.mod, bound) if bound is not None else None
+        pattern = self._pattern(bound) if bound is not None else None
         if pattern == _OUT_ELEMWISE_FUSABLE:
             return True
         if pattern is None or pattern > _BROADCAST or depth >= _MAX_CHAIN:
             return False
         return any(self._from_conv_epilogue(arg, depth + 1) for arg in bound.args[1].fields)
+
+    def _pattern(self, call: relax.Call) -> int | None:
+        """``_pattern``, also of a call already moved to an ``_unfused`` copy (the bindings
+        looked up are the rewritten ones; those copies are not in ``self.mod``)."""
+        if call_name(call) == "relax.call_tir" and call.args[0] in self.unfused:
+            return _INJECTIVE
+        return _pattern(self.mod, call)
 
     def _expands_a_conv(self, call: relax.Call) -> bool:
         pattern = _pattern(self.mod, call)
@@ -83,6 +91,7 @@ class _Separate(relax.PyExprMutator):
         if callee not in self.injective:
             func = self.mod[callee].with_attr("op_pattern", _INJECTIVE)
             self.injective[callee] = self.builder_.add_func(func, f"{callee.name_hint}_unfused")
+            self.unfused.add(self.injective[callee])
         return relax.Call(call.op, [self.injective[callee], *call.args[1:]], call.attrs,
                           call.ty_args)
 
