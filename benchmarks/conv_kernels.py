@@ -144,8 +144,10 @@ def conv_kernel_seconds(times: dict[str, float]) -> float:
     return sum(t for name, t in times.items() if "conv2d" in name)
 
 
-def ort_node_seconds(path: str, feeds: dict, threads: int, calls: int) -> float:
-    """onnxruntime's conv time: per call, its profiled nodes less layout changes; best call."""
+def ort_node_seconds(path: str, feeds: dict, threads: int, calls: int,
+                     skip: tuple[str, ...] = LAYOUT_OPS) -> float:
+    """onnxruntime's conv time: per call, its profiled nodes less ``skip`` (layout changes);
+    best call."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -165,7 +167,7 @@ def ort_node_seconds(path: str, feeds: dict, threads: int, calls: int) -> float:
     totals = [0.0] * len(bounds)
     for event in events:
         if (event.get("cat") != "Node" or not event.get("name", "").endswith("_kernel_time")
-                or event.get("args", {}).get("op_name", "") in LAYOUT_OPS):
+                or event.get("args", {}).get("op_name", "") in skip):
             continue
         for i, (start, end) in enumerate(bounds):
             if start <= event["ts"] <= end:
