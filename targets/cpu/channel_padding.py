@@ -20,9 +20,10 @@ from hwcompile.rewrite import dense_nchw_conv, mutate_functions
 
 @relax.expr_functor.mutator
 class _PadChannels(relax.PyExprMutator):
-    def __init__(self, mod: IRModule, multiple: int):
+    def __init__(self, mod: IRModule, multiple: int, int8_multiple: int):
         super().__init__(mod)
         self.multiple = multiple
+        self.int8_multiple = int8_multiple
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:
         call = super().visit_call_(call)
@@ -30,7 +31,8 @@ class _PadChannels(relax.PyExprMutator):
             return call
         a, w = call.attrs, call.args[1].value.numpy()
         channels = w.shape[0]
-        padded = -(-channels // self.multiple) * self.multiple
+        multiple = self.int8_multiple if w.dtype == np.int8 else self.multiple
+        padded = -(-channels // multiple) * multiple
         if padded == channels:
             return call
         w = np.concatenate([w, np.zeros((padded - channels, *w.shape[1:]), w.dtype)])
@@ -42,11 +44,14 @@ class _PadChannels(relax.PyExprMutator):
                                       end=[channels])
 
 
-def pad_output_channels(multiple: int) -> tvm.transform.Pass:
-    """Pad dense convs' output channels to a multiple of ``multiple`` (see module docstring)."""
+def pad_output_channels(multiple: int, int8_multiple: int | None = None) -> tvm.transform.Pass:
+    """Pad dense convs' output channels to a multiple of ``multiple`` (see module docstring);
+    int8 convs to ``int8_multiple`` (default ``multiple``): the lanes of the narrowest
+    register the integer dot product runs on (8 int32 sums with VNNI on 256-bit registers,
+    so 200 channels stay 200, where padding to 208 left a scalar write-back)."""
 
     @tvm.transform.module_pass(opt_level=0, name="PadOutputChannels")
     def _pad(mod: IRModule, _ctx: tvm.transform.PassContext) -> IRModule:
-        return mutate_functions(_PadChannels(mod, multiple), mod)
+        return mutate_functions(_PadChannels(mod, multiple, int8_multiple or multiple), mod)
 
     return _pad

@@ -41,7 +41,7 @@ from tvm.s_tir.schedule import ScheduleError
 from hwcompile.tune.kernels import iter_kinds, reduction_blocks
 
 from . import fast_sigmoid  # noqa: F401  (registers the vectorizable sigmoid lowering)
-from .int8_dot import DotProduct, dot_block, intrinsic, pack_weights
+from .int8_dot import DotProduct, block_dot, intrinsic, pack_weights
 from .schedule_pad import PREPROC, pack_padded_weights, pad_simd_axis
 from .schedule_softmax import softmax_kernel, softmax_shape
 
@@ -117,7 +117,7 @@ def _schedule_reduction(sch: Schedule, block, lanes: int, dot: DotProduct | None
     extents = _loop_extents(sch, spatial)
     if extents[-1] is None:
         return False, None  # the SIMD axis must be static; outer ones (the batch) may be symbolic
-    dot = dot if dot is not None and dot_block(sch, block, dot) else None
+    dot = block_dot(sch, block, dot)  # full or half-width registers, or None
     if not dot:
         _read_copies_in_place(sch, block)
     padded = None if dot else pad_simd_axis(sch, block, lanes)

@@ -159,7 +159,7 @@ def _tile(channels: int, width: int, lanes: int) -> tuple[int, int]:
     two registers wide), columns dividing the output width (7 and 14 are common)."""
     budget = _ACCUMULATOR_REGISTERS if lanes < 16 else 26
     vectors = [v for v in (2 * lanes, lanes) if channels % v == 0] or [
-        next((v for v in (4, 2) if channels % v == 0), 1)]
+        next((v for v in (lanes // 2, 4, 2) if channels % v == 0), 1)]
     best = (0, 0, 1)
     for vec in vectors:
         registers = max(1, vec // lanes)

@@ -59,24 +59,26 @@ def _desc(lanes: int, depth: int, data_dtype: str):
     return desc
 
 
-def _vpdpbusd():
+def _vpdpbusd(lanes: int):
     # LLVM ≥ 22 types the byte operands as bytes; older versions as int32 lanes.
-    operand = "int8x64" if tvm.target.codegen.llvm_version_major() >= 22 else "int32x16"
+    bytes_ = f"int8x{4 * lanes}"
+    operand = bytes_ if tvm.target.codegen.llvm_version_major() >= 22 else f"int32x{lanes}"
+    sums, bits = f"int32x{lanes}", 32 * lanes
 
     @T.prim_func(s_tir=True)
     def impl(A: T.Buffer((4,), "uint8", offset_factor=1),
-             B: T.Buffer((16, 4), "int8", offset_factor=1),
-             C: T.Buffer((16,), "int32", offset_factor=1)) -> None:
+             B: T.Buffer((lanes, 4), "int8", offset_factor=1),
+             C: T.Buffer((lanes,), "int32", offset_factor=1)) -> None:
         with T.sblock("root"):
-            T.reads(C[0:16], A[0:4], B[0:16, 0:4])
-            T.writes(C[0:16])
+            T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
+            T.writes(C[0:lanes])
             a = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")
-            C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
-                C.vload([0], dtype="int32x16"),
-                T.reinterpret(T.broadcast(a, 16), dtype=operand),
-                T.reinterpret(B.vload([0, 0], dtype="int8x64"), dtype=operand),
-                dtype="int32x16")
+            C[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(f"llvm.x86.avx512.vpdpbusd.{bits}"),
+                C.vload([0], dtype=sums),
+                T.reinterpret(T.broadcast(a, lanes), dtype=operand),
+                T.reinterpret(B.vload([0, 0], dtype=bytes_), dtype=operand),
+                dtype=sums)
 
     return impl
 
@@ -102,9 +104,15 @@ def _vpmaddwd(lanes: int, llvm_intrinsic: str):
 
 
 VNNI = DotProduct("hwcompile_dot_16x4_vpdpbusd", "vpdpbusd", 16, 4, "uint8")
+VNNI_256 = DotProduct("hwcompile_dot_8x4_vpdpbusd", "vpdpbusd", 8, 4, "uint8")
 MADD_512 = DotProduct("hwcompile_dot_16x2_vpmaddwd", "vpmaddwd", 16, 2, "int16")
 MADD_256 = DotProduct("hwcompile_dot_8x2_vpmaddwd", "vpmaddwd", 8, 2, "int16")
-_IMPLEMENTATIONS = {VNNI: _vpdpbusd,
+# The same instruction on half-width registers (AVX-512VL): convs with 8·k output channels
+# run on it as they are, instead of padded to 16·k channels, whose sliced write-back was
+# scalar code (a branch per element) costing more than the dot products of a 1×1 conv.
+_NARROWER = {VNNI: VNNI_256, MADD_512: MADD_256}
+_IMPLEMENTATIONS = {VNNI: functools.partial(_vpdpbusd, 16),
+                    VNNI_256: functools.partial(_vpdpbusd, 8),
                     MADD_512: functools.partial(_vpmaddwd, 16, "llvm.x86.avx512.pmaddw.d.512"),
                     MADD_256: functools.partial(_vpmaddwd, 8, "llvm.x86.avx2.pmadd.wd")}
 
@@ -128,9 +136,27 @@ def int8_dot_product(target: tvm.target.Target) -> DotProduct | None:
     return None
 
 
+def int8_lanes(target: tvm.target.Target) -> int | None:
+    """Output channels of the narrowest dot product ``target`` runs int8 convs on (None:
+    it has none): what an int8 conv's output channels are padded to."""
+    dot = int8_dot_product(target)
+    return narrowest(dot).lanes if dot else None
+
+
+def narrowest(dot: DotProduct) -> DotProduct:
+    """The narrowest register width ``dot``'s instruction runs on."""
+    return _NARROWER.get(dot, dot)
+
+
+def fitting_dot(dot: DotProduct, output_channels: int) -> DotProduct | None:
+    """``dot``, or its half-width form, whose lanes divide ``output_channels`` (None: neither)."""
+    return next((d for d in (dot, narrowest(dot)) if output_channels % d.lanes == 0), None)
+
+
 def fits_conv(dot: DotProduct, weight_shape: tuple[int, ...]) -> bool:
-    """OIHW int8 weights whose output and input channels fill whole dot products."""
-    return weight_shape[0] % dot.lanes == 0 and weight_shape[1] % dot.depth == 0
+    """OIHW int8 weights whose output and input channels fill whole dot products (of
+    ``dot`` or its half-width form)."""
+    return fitting_dot(dot, weight_shape[0]) is not None and weight_shape[1] % dot.depth == 0
 
 
 def _weight_index(sch: Schedule, block: tvm.s_tir.schedule.SBlockRV) -> int | None:
@@ -152,6 +178,15 @@ def pack_weights(sch: Schedule, block: tvm.s_tir.schedule.SBlockRV, dot: DotProd
     sch.transform_layout(copy, ("write", 0), lambda kh, kw, ci, co: (
         co // dot.lanes, kh, kw, ci // dot.depth, co % dot.lanes, ci % dot.depth))
     sch.annotate(copy, "meta_schedule.layout_rewrite_preproc", True)
+
+
+def block_dot(sch: Schedule, block: tvm.s_tir.schedule.SBlockRV,
+              dot: DotProduct | None) -> DotProduct | None:
+    """The form of ``dot`` (full or half width) that ``block`` runs on (``dot_block``), or
+    None when neither fits."""
+    if dot is None:
+        return None
+    return next((d for d in dict.fromkeys((dot, narrowest(dot))) if dot_block(sch, block, d)), None)
 
 
 def dot_block(sch: Schedule, block: tvm.s_tir.schedule.SBlockRV, dot: DotProduct) -> bool:

@@ -7,7 +7,10 @@ rewrites are exact and only change how the CPU computes it:
   the conv kernel, not in a kernel and a tensor of its own per int8 conv;
 - the conv's int8 activations become the operand type of the CPU's dot product: uint8
   for VNNI (``x + 128``; ``C`` absorbs the ``-128·ΣW`` that costs), int16 for vpmaddwd
-  (then one broadcast loads an input-channel pair);
+  (then one broadcast loads an input-channel pair); input channels that fill no whole
+  product (a stem's 3) get zero weights and a zero channel up to the next one, so the
+  stem runs on the instruction too (it was plain int8 loops); ``C`` is one constant per
+  channel where the conv has no border (a 1×1 conv), not an int32 image read per output;
 - ``R.clip`` → ``minimum(maximum(...))`` and pads moved through transposes: clip and pad
   have no layout inference in TVM, so ConvertLayout would otherwise transpose every int8
   conv's output back to NCHW and forth again (twice the kernels of the float model).
@@ -87,8 +90,10 @@ class _ConvInputMutator(relax.PyExprMutator):
         else:
             x, width, value = call.args[0], [0, 0, 0, 0, own[0], own[2], own[1], own[3]], 0.0
         ty = x.ty if isinstance(x.ty, relax.TensorType) else None
+        # input channels added (zero weights) to fill whole dot products: a stem's 3 → 4
+        spare = -w.shape[1] % self.dot.depth if self.dot is not None else 0
         convert = (self.dot is not None and ty is not None and str(ty.dtype) == "int8"
-                   and fits_conv(self.dot, w.shape))
+                   and fits_conv(self.dot, (w.shape[0], w.shape[1] + spare)))
         unsigned = convert and self.dot.data_dtype == "uint8"
         if (ty is None or len(width) != 8 or any(width[:4]) or value != int(value)
                 or not all(isinstance(d, tirx.IntImm) for d in list(ty.shape)[1:])
@@ -102,7 +107,17 @@ class _ConvInputMutator(relax.PyExprMutator):
                                       [int(v) for v in a.strides], [int(v) for v in a.dilation])
         if np.abs(offset).max(initial=0) >= 2**31:
             return call
-        conv = relax.op.nn.conv2d(_to_operand(x, self.dot.data_dtype) if convert else x, weight,
+        if (offset == offset[:, :1, :1]).all():  # no border: one constant per channel
+            offset = offset[:, :1, :1]
+        if convert and spare:
+            x = relax.op.nn.pad(self.builder_.normalize(_to_operand(x, self.dot.data_dtype)),
+                                [0, 0, 0, spare, 0, 0, 0, 0])
+            w = weight.value.numpy()
+            weight = relax.const(np.concatenate(
+                [w, np.zeros((w.shape[0], spare, *w.shape[2:]), w.dtype)], axis=1))
+        elif convert:
+            x = _to_operand(x, self.dot.data_dtype)
+        conv = relax.op.nn.conv2d(x, weight,
                                   strides=a.strides,
                                   padding=[width[4], width[6], width[5], width[7]],
                                   dilation=a.dilation, groups=1, data_layout="NCHW",

@@ -15,7 +15,7 @@ from .depthwise import is_depthwise
 from .features import simd_floats
 from .flush_denormals import flush_tiny_constants
 from .guarded_layout import guarded_convert_layout
-from .int8_dot import int8_dot_product
+from .int8_dot import int8_dot_product, int8_lanes
 from .integer_graph import integer_graph_passes, pad_through_permute
 from .lookup_fusion import layout_transparent_lookups
 
@@ -51,7 +51,7 @@ def cpu_layout(target: tvm.target.Target, report: dict | None = None) -> tvm.tra
     # Channels padded first: an int8 conv padded to whole dot products then gets its
     # operands in the instruction's type too (8 output channels: 17× slower without).
     return tvm.transform.Sequential([flush_tiny_constants,
-                                     pad_output_channels(simd_floats(target)),
+                                     pad_output_channels(simd_floats(target), int8_lanes(target)),
                                      *integer_graph_passes(int8_dot_product(target)),
                                      constants_like_tensors,
                                      layout_transparent_lookups(

@@ -25,7 +25,7 @@ from .batch_matmul import batch_matmul_shape
 from .defaults import heuristic_schedule
 from .depthwise import holds_depthwise
 from .features import intrinsics_family, simd_floats
-from .int8_dot import dot_block, int8_dot_product
+from .int8_dot import block_dot, int8_dot_product
 from .pipeline import cpu_pipeline, tunable_module
 from .schedule_softmax import softmax_shape
 
@@ -107,7 +107,7 @@ class CpuTarget(Target):
         if dot is None:
             return False
         sch = Schedule(kernel)
-        return any(dot_block(sch, block, dot) for block in reduction_blocks(sch))
+        return any(block_dot(sch, block, dot) for block in reduction_blocks(sch))
 
     def build(self, model: Model, out_dir: Path, db: str | Path | None = None) -> BuildResult:
         # Mostly-zero weights (after sparsify) go into a compact file, not the library.
