@@ -38,7 +38,8 @@ def _host_has(feature: str) -> bool:
 
 def dot_cnn() -> onnx.ModelProto:
     """Convs whose channels fit the 16×4 dot product: 3×3 pad 1, 3×3 stride 2, 1×1 without
-    padding, a residual add; then a 3→16 stem-like conv the VNNI path must leave alone."""
+    padding, a residual add; before them a 3→16 stem, whose input channels are padded to
+    whole dot products."""
     rng = np.random.default_rng(11)
 
     def weight(name, shape):
@@ -85,6 +86,41 @@ def test_narrow_self_padded_conv_takes_the_instruction_operands():
         e, relax.Call) and getattr(e.op, "name", "") == "relax.nn.conv2d" else None)
     assert [(str(c.args[0].ty.dtype), int(c.args[1].ty.shape[-1])) for c in convs] == \
         [("uint8", 8)]
+
+
+def _laid_out_convs(proto: onnx.ModelProto, channels: int) -> list[relax.Call]:
+    target = resolve_target(DOT_TARGETS["vpdpbusd"][0])
+    calibration = {"x": np.random.default_rng(3).standard_normal((8, 1, channels, 12, 12))
+                   .astype(np.float32)}
+    ctx = PassContext(constraints=target.constraints, calibration=calibration, target=target)
+    quantized, _ = run_pipeline(import_onnx(proto), parse_spec("fold-constants,quantize"), ctx)
+    with target.tvm_target:
+        laid_out = cpu_layout(target.tvm_target)(quantized.bound_module())
+    convs = []
+    relax.analysis.post_order_visit(laid_out["main"], lambda e: convs.append(e) if isinstance(
+        e, relax.Call) and getattr(e.op, "name", "") == "relax.nn.conv2d" else None)
+    return convs
+
+
+def test_stem_input_channels_padded_to_whole_dot_products():
+    """The 3-channel stem gets a zero fourth channel (and zero weights for it): every conv
+    then has uint8 operands and input channels in whole groups of 4 (HWIO's axis 2)."""
+    convs = _laid_out_convs(dot_cnn(), 3)
+    assert [(str(c.args[0].ty.dtype), int(c.args[1].ty.shape[2])) for c in convs] == \
+        [("uint8", 4), ("uint8", 16), ("uint8", 32), ("uint8", 32), ("uint8", 32)]
+
+
+def test_eight_channel_conv_runs_on_half_width_vnni():
+    """8 output channels: vpdpbusd on 256-bit registers, no padding to 16 channels."""
+    target = resolve_target(DOT_TARGETS["vpdpbusd"][0])
+    calibration = {"x": np.random.default_rng(3).standard_normal((8, 1, 16, 12, 12))
+                   .astype(np.float32)}
+    ctx = PassContext(constraints=target.constraints, calibration=calibration, target=target)
+    quantized, _ = run_pipeline(import_onnx(narrow_conv()), parse_spec("fold-constants,quantize"), ctx)
+    pipeline = cpu_pipeline(target.tvm_target, target.default_schedule_lanes)
+    executable = tvm.compile(quantized.bound_module(), target.tvm_target, relax_pipeline=pipeline)
+    asm = executable.mod.imports[0].inspect_source("asm")
+    assert "vpdpbusd\t%ymm" in asm and "vpdpbusd\t%zmm" not in asm
 
 
 @pytest.fixture(scope="module")
