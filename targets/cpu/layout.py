@@ -40,6 +40,9 @@ def cpu_layout(target: tvm.target.Target, report: dict | None = None) -> tvm.tra
             if is_patch_transpose(call):  # conv_transpose.py legalizes these in NHWC
                 return {call.op.name: ["NHWC", PATCH_TRANSPOSE_WEIGHTS]}
             return {call.op.name: ["NCHW", "IOHW"]}
+        if call.op.name == "relax.nn.conv1d" and int(call.attrs.groups) == 1:
+            # as 2-D: in NCW an STFT's few output columns were the vector axis
+            return {call.op.name: ["NWC", "WIO"]}
         if call.op.name != "relax.nn.conv2d":
             return {}
         if int(call.attrs.groups) == 1:
