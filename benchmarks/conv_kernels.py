@@ -201,6 +201,19 @@ def measure(conv: ConvShape, threads: list[int], calls: int, workdir: Path) -> d
     return row
 
 
+def largest_shapes(models: list[str], top: int, label_part: str = ""
+                   ) -> dict[ConvShape, list[str]]:
+    """The ``top`` conv shapes of each model by multiply-adds (labels containing
+    ``label_part``), each with the models and shares of their MACs it stands for."""
+    shapes: dict[ConvShape, list[str]] = {}
+    for name in models:
+        convs = model_convs(name)
+        total = sum(convs.values())
+        for conv, macs in sorted(convs.items(), key=lambda kv: -kv[1])[:top]:
+            shapes.setdefault(conv, []).append(f"{name} {100 * macs / total:.0f}%")
+    return {c: m for c, m in shapes.items() if label_part in c.label()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default=DEFAULT_MODELS)
@@ -211,13 +224,7 @@ def main() -> None:
     parser.add_argument("--json", help="write every figure to this file")
     args = parser.parse_args()
     threads = [int(t) for t in args.threads.split(",")]
-    shapes: dict[ConvShape, list[str]] = {}
-    for name in args.models.split(","):
-        convs = model_convs(name)
-        total = sum(convs.values())
-        for conv, macs in sorted(convs.items(), key=lambda kv: -kv[1])[:args.top]:
-            shapes.setdefault(conv, []).append(f"{name} {100 * macs / total:.0f}%")
-    shapes = {c: m for c, m in shapes.items() if args.shape in c.label()}
+    shapes = largest_shapes(args.models.split(","), args.top, args.shape)
     rows = []
     header = " | ".join(f"hw GF/s {t}t | ort GF/s {t}t | hw/ort {t}t" for t in threads)
     print(f"| shape | in models | rel err | {header} |")

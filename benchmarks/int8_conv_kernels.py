@@ -31,7 +31,7 @@ for _path in (ROOT / "tests", Path(__file__).resolve().parent):
         sys.path.insert(0, str(_path))
 
 from _timing import geomean, kernel_times, ort_session
-from conv_kernels import ConvShape, model_convs, one_conv_model, ort_node_seconds
+from conv_kernels import ConvShape, largest_shapes, one_conv_model, ort_node_seconds
 from real_models import ort_quantize
 
 DEFAULT_MODELS = "yolov8_tiny,nudenet_320n,ddddocr_det,ppocr_mobile_v2_cls,mobilenetv3_small"
@@ -86,13 +86,7 @@ def main() -> None:
     parser.add_argument("--json", help="write every figure to this file")
     args = parser.parse_args()
     threads = [int(t) for t in args.threads.split(",")]
-    shapes: dict[ConvShape, list[str]] = {}
-    for name in args.models.split(","):
-        convs = model_convs(name)
-        total = sum(convs.values())
-        for conv, macs in sorted(convs.items(), key=lambda kv: -kv[1])[:args.top]:
-            shapes.setdefault(conv, []).append(f"{name} {100 * macs / total:.0f}%")
-    shapes = {c: m for c, m in shapes.items() if args.shape in c.label()}
+    shapes = largest_shapes(args.models.split(","), args.top, args.shape)
     rows = []
     header = " | ".join(f"hw GOP/s {t}t | ort GOP/s {t}t | hw/ort {t}t" for t in threads)
     print(f"| shape | in models | SQNR dB hw / ort | {header} |")

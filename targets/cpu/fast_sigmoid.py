@@ -39,28 +39,42 @@ def _with_lanes(base: str, dtype: str) -> str:
     return base if lanes == 1 else f"{base}x{lanes}"
 
 
-def sigmoid_expr(x: tirx.PrimExpr) -> tirx.PrimExpr:
-    """The float32 sigmoid of ``x`` (scalar or vector) as arithmetic (module docstring)."""
-    dtype = str(x.ty.dtype)
+def exp_bindings(argument: tirx.PrimExpr, prefix: str
+                 ) -> tuple[list[tuple[tirx.Var, tirx.PrimExpr]], tirx.Var]:
+    """``exp(argument)`` of a non-positive float32 ``argument`` (scalar or vector) as ``Let``
+    bindings (module docstring): the bindings, in order, and the variable holding the
+    result. Variables are named ``<prefix>_a``, ``_n``, ``_r``, ``_e``."""
+    dtype = str(argument.ty.dtype)
     c = lambda v: _const(v, dtype)
-    a = tirx.Var("sig_a", dtype)  # max(-|x|, _EXP_MIN)
-    n = tirx.Var("sig_n", dtype)
-    r = tirx.Var("sig_r", dtype)
-    e = tirx.Var("sig_e", dtype)
-    s = tirx.Var("sig_s", dtype)
+    a, n, r, e = (tirx.Var(f"{prefix}_{name}", dtype) for name in "anre")
     p = c(_EXP_POLY[0])
     for coef in _EXP_POLY[1:]:
         p = p * r + c(coef)
     p = p * r * r + r + c(1.0)
-    int_type = _with_lanes("int32", dtype)
-    bits = tirx.Cast(int_type, n) + tirx.const(127, "int32")
+    bits = tirx.Cast(_with_lanes("int32", dtype), n) + tirx.const(127, "int32")
     scale = tirx.reinterpret(dtype, tirx.shift_left(bits, tirx.const(23, "int32")))
-    result = tirx.Select(x >= c(0.0), s, e * s)
-    return tirx.Let(a, tirx.max(-tirx.abs(x), c(_EXP_MIN)),
-           tirx.Let(n, tirx.floor(a * c(_LOG2E) + c(0.5)),
-           tirx.Let(r, a - n * c(_LN2_HI) - n * c(_LN2_LO),
-           tirx.Let(e, p * scale,
-           tirx.Let(s, c(1.0) / (c(1.0) + e), result)))))
+    return [(a, tirx.max(argument, c(_EXP_MIN))),
+            (n, tirx.floor(a * c(_LOG2E) + c(0.5))),
+            (r, a - n * c(_LN2_HI) - n * c(_LN2_LO)),
+            (e, p * scale)], e
+
+
+def let_chain(bindings: list[tuple[tirx.Var, tirx.PrimExpr]], body: tirx.PrimExpr
+              ) -> tirx.PrimExpr:
+    """``body`` under ``Let`` bindings, the first outermost."""
+    for var, value in reversed(bindings):
+        body = tirx.Let(var, value, body)
+    return body
+
+
+def sigmoid_expr(x: tirx.PrimExpr) -> tirx.PrimExpr:
+    """The float32 sigmoid of ``x`` (scalar or vector) as arithmetic (module docstring)."""
+    dtype = str(x.ty.dtype)
+    c = lambda v: _const(v, dtype)
+    bindings, e = exp_bindings(-tirx.abs(x), "sig")
+    s = tirx.Var("sig_s", dtype)
+    return let_chain(bindings + [(s, c(1.0) / (c(1.0) + e))],
+                     tirx.Select(x >= c(0.0), s, e * s))
 
 
 def _lower_sigmoid(call: tirx.PrimExpr) -> tirx.PrimExpr:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import tvm
 from tvm import tirx
 
-from .fast_sigmoid import _EXP_MIN, _EXP_POLY, _LN2_HI, _LN2_LO, _LOG2E, _const, _with_lanes
+from .fast_sigmoid import _const, exp_bindings, let_chain
 
 _SMALL = (-5.70498872745e-3, 2.06390887954e-2, -5.37397155531e-2, 1.33314422036e-1,
           -3.33332819422e-1)  # Cephes tanhf: P(x²), highest degree first
@@ -28,17 +28,8 @@ def tanh_expr(x: tirx.PrimExpr) -> tirx.PrimExpr:
     """The float32 ``tanh`` of ``x`` (scalar or vector) as arithmetic (module docstring)."""
     dtype = str(x.ty.dtype)
     c = lambda v: _const(v, dtype)
-    a = tirx.Var("tanh_a", dtype)  # max(-2|x|, _EXP_MIN)
-    n = tirx.Var("tanh_n", dtype)
-    r = tirx.Var("tanh_r", dtype)
-    e = tirx.Var("tanh_e", dtype)
+    bindings, e = exp_bindings(c(-2.0) * tirx.abs(x), "tanh")
     z = tirx.Var("tanh_z", dtype)
-    p = c(_EXP_POLY[0])
-    for coef in _EXP_POLY[1:]:
-        p = p * r + c(coef)
-    p = p * r * r + r + c(1.0)
-    bits = tirx.Cast(_with_lanes("int32", dtype), n) + tirx.const(127, "int32")
-    scale = tirx.reinterpret(dtype, tirx.shift_left(bits, tirx.const(23, "int32")))
     large = (c(1.0) - e) / (c(1.0) + e)
     q = c(_SMALL[0])
     for coef in _SMALL[1:]:
@@ -46,11 +37,7 @@ def tanh_expr(x: tirx.PrimExpr) -> tirx.PrimExpr:
     small = q * z * x + x
     result = tirx.Select(tirx.abs(x) <= c(0.625), small,
                          tirx.Select(x >= c(0.0), large, -large))
-    return tirx.Let(a, tirx.max(c(-2.0) * tirx.abs(x), c(_EXP_MIN)),
-           tirx.Let(n, tirx.floor(a * c(_LOG2E) + c(0.5)),
-           tirx.Let(r, a - n * c(_LN2_HI) - n * c(_LN2_LO),
-           tirx.Let(e, p * scale,
-           tirx.Let(z, x * x, result)))))
+    return let_chain(bindings + [(z, x * x)], result)
 
 
 def _lower_tanh(call: tirx.PrimExpr) -> tirx.PrimExpr:
