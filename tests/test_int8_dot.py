@@ -69,37 +69,33 @@ def narrow_conv() -> onnx.ModelProto:
     return float_model("narrow_conv", nodes, [w], {"x": ["N", 16, 12, 12]}, {"y": ["N", 8, 12, 12]})
 
 
-def test_narrow_self_padded_conv_takes_the_instruction_operands():
-    """Channel padding runs before the integer-graph rewrite, and a conv that pads its input
-    itself gets uint8 operands too (both were plain int8 loops: 12× slower); its 8 output
-    channels fill VNNI's half-width form, so they are not padded to 16."""
-    target = resolve_target(DOT_TARGETS["vpdpbusd"][0])
-    calibration = {"x": np.random.default_rng(3).standard_normal((8, 1, 16, 12, 12))
-                   .astype(np.float32)}
-    ctx = PassContext(constraints=target.constraints, calibration=calibration, target=target)
-    quantized, _ = run_pipeline(import_onnx(narrow_conv()),
-                                parse_spec("fold-constants,quantize(symmetric=true)"), ctx)
-    with target.tvm_target:
-        laid_out = cpu_layout(target.tvm_target)(quantized.bound_module())
-    convs = []
-    relax.analysis.post_order_visit(laid_out["main"], lambda e: convs.append(e) if isinstance(
-        e, relax.Call) and getattr(e.op, "name", "") == "relax.nn.conv2d" else None)
-    assert [(str(c.args[0].ty.dtype), int(c.args[1].ty.shape[-1])) for c in convs] == \
-        [("uint8", 8)]
-
-
-def _laid_out_convs(proto: onnx.ModelProto, channels: int) -> list[relax.Call]:
+def _quantized(proto: onnx.ModelProto, channels: int, spec: str = "fold-constants,quantize"):
+    """(the VNNI target, ``proto`` quantized for it on random calibration data)."""
     target = resolve_target(DOT_TARGETS["vpdpbusd"][0])
     calibration = {"x": np.random.default_rng(3).standard_normal((8, 1, channels, 12, 12))
                    .astype(np.float32)}
     ctx = PassContext(constraints=target.constraints, calibration=calibration, target=target)
-    quantized, _ = run_pipeline(import_onnx(proto), parse_spec("fold-constants,quantize"), ctx)
+    return target, run_pipeline(import_onnx(proto), parse_spec(spec), ctx)[0]
+
+
+def _laid_out_convs(proto: onnx.ModelProto, channels: int,
+                    spec: str = "fold-constants,quantize") -> list[relax.Call]:
+    target, quantized = _quantized(proto, channels, spec)
     with target.tvm_target:
         laid_out = cpu_layout(target.tvm_target)(quantized.bound_module())
     convs = []
     relax.analysis.post_order_visit(laid_out["main"], lambda e: convs.append(e) if isinstance(
         e, relax.Call) and getattr(e.op, "name", "") == "relax.nn.conv2d" else None)
     return convs
+
+
+def test_narrow_self_padded_conv_takes_the_instruction_operands():
+    """Channel padding runs before the integer-graph rewrite, and a conv that pads its input
+    itself gets uint8 operands too (both were plain int8 loops: 12× slower); its 8 output
+    channels fill VNNI's half-width form, so they are not padded to 16."""
+    convs = _laid_out_convs(narrow_conv(), 16, "fold-constants,quantize(symmetric=true)")
+    assert [(str(c.args[0].ty.dtype), int(c.args[1].ty.shape[-1])) for c in convs] == \
+        [("uint8", 8)]
 
 
 def test_stem_input_channels_padded_to_whole_dot_products():
@@ -112,11 +108,7 @@ def test_stem_input_channels_padded_to_whole_dot_products():
 
 def test_eight_channel_conv_runs_on_half_width_vnni():
     """8 output channels: vpdpbusd on 256-bit registers, no padding to 16 channels."""
-    target = resolve_target(DOT_TARGETS["vpdpbusd"][0])
-    calibration = {"x": np.random.default_rng(3).standard_normal((8, 1, 16, 12, 12))
-                   .astype(np.float32)}
-    ctx = PassContext(constraints=target.constraints, calibration=calibration, target=target)
-    quantized, _ = run_pipeline(import_onnx(narrow_conv()), parse_spec("fold-constants,quantize"), ctx)
+    target, quantized = _quantized(narrow_conv(), 16)
     pipeline = cpu_pipeline(target.tvm_target, target.default_schedule_lanes)
     executable = tvm.compile(quantized.bound_module(), target.tvm_target, relax_pipeline=pipeline)
     asm = executable.mod.imports[0].inspect_source("asm")
