@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from conftest import HWCOMPILE, ROOT, ort_run
+from conftest import HWCOMPILE, ROOT, float_model, ort_run
+from onnx import helper
 
 import hwcompile
 from hwcompile.embed.pyload import CLibraryModel
@@ -255,3 +256,21 @@ def test_symbolic_shapes_need_input_shape(conv_bn_onnx, tmp_path):
     assert error.startswith("error: c-library: 'x' has symbolic shape Nx3x8x8")
     assert "--input-shape x=" in error
     assert not (tmp_path / "a").exists()
+
+
+def test_written_kernels_with_flat_views_in_a_c_library(tmp_path):
+    """Attention scores and softmax: the CPU target's written kernels read their tensors
+    through flat buffer views (batch_matmul.py, schedule_softmax.py), which TVM's symbol
+    prefixing of a system library cannot rename; the library must still build and compute
+    what onnxruntime computes."""
+    nodes = [helper.make_node("MatMul", ["q", "kt"], ["s"]),
+             helper.make_node("Softmax", ["s"], ["y"], axis=-1)]
+    model = float_model("attention", nodes, [], {"q": [1, 2, 13, 8], "kt": [1, 2, 8, 37]},
+                        {"y": [1, 2, 13, 37]})
+    art = hwcompile.compile(model, "cpu", tmp_path / "attention", emit=["c-library"],
+                            emit_options={"name": "attention"})
+    rng = np.random.default_rng(3)
+    q = rng.standard_normal((1, 2, 13, 8)).astype(np.float32)
+    kt = rng.standard_normal((1, 2, 8, 37)).astype(np.float32)
+    got = CLibraryModel(art)(q, kt)[0]
+    np.testing.assert_allclose(got, ort_run(model, {"q": q, "kt": kt})[0], rtol=1e-5, atol=1e-6)

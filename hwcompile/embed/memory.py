@@ -31,10 +31,40 @@ class MemoryPlan:
 
 def lower(mod: tvm.IRModule, target: Any, db: str | Path | None = None) -> tvm.IRModule:
     """The module after the Relax pipeline the CPU target builds with (same kernels, same
-    tuning records), so the C library computes what the artifact's model.so computes."""
+    tuning records), so the C library computes what the artifact's model.so computes.
+
+    A ``system_lib_prefix`` is applied here, after the pipeline, not by the pipeline's
+    AttachGlobalSymbol: TVM 0.27 renames kernels there with a TIR mutator that fails on
+    any kernel holding a flat buffer view (its ``tirx.buffer_data`` call is no PrimExpr)."""
     pipeline = target.relax_pipeline(db)
+    prefix = mod.get_attr("system_lib_prefix")
     with target.tvm_target:
-        return pipeline(mod)
+        if prefix is None:
+            return pipeline(mod)
+        lowered = pipeline(mod.without_attr("system_lib_prefix"))
+    return _prefix_kernels(lowered, str(prefix)).with_attr("system_lib_prefix", prefix)
+
+
+def _prefix_kernels(mod: tvm.IRModule, prefix: str) -> tvm.IRModule:
+    """Every kernel renamed (GlobalVar and symbol) to ``prefix + name``; the Relax
+    functions' references follow. Kernels never call each other on the CPU target."""
+    renamed = {gvar: tvm.ir.GlobalVar(prefix + gvar.name_hint)
+               for gvar, func in mod.functions_items() if isinstance(func, tvm.tirx.PrimFunc)}
+    for old, new in renamed.items():
+        relax.expr._update_type(new, old.ty)  # what TVM's own rename does
+
+    @relax.expr_functor.mutator
+    class _Rename(relax.PyExprMutator):
+        def visit_global_var_(self, op: relax.GlobalVar) -> relax.Expr:
+            return renamed.get(op, op)
+
+    out = tvm.IRModule(attrs=mod.attrs)
+    for gvar, func in mod.functions_items():
+        if gvar in renamed:
+            out[renamed[gvar]] = func.with_attr("global_symbol", renamed[gvar].name_hint)
+        else:
+            out[gvar] = _Rename().visit_expr(func)
+    return out
 
 
 def plan(lowered: tvm.IRModule, function: str = "main") -> MemoryPlan:
