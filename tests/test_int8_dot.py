@@ -120,22 +120,40 @@ def calibration():
     return {"x": np.random.default_rng(1).standard_normal((32, 3, 12, 12)).astype(np.float32)}
 
 
+_SAME_INTEGERS_PASSES = "fold-constants,quantize(method=minmax)"
+
+
+def _same_integers_case(model) -> tuple[onnx.ModelProto, dict, np.ndarray]:
+    """(model, calibration data, input) of the same-integers comparison."""
+    channels = 3 if model is dot_cnn else 16
+    calibration = {"x": np.random.default_rng(1).standard_normal((32, channels, 12, 12))
+                   .astype(np.float32)}
+    x = np.random.default_rng(2).standard_normal((3, channels, 12, 12)).astype(np.float32) * 1.5
+    return model(), calibration, x
+
+
+@pytest.fixture(scope="module")
+def plain_outputs(tmp_path_factory) -> dict:
+    """The plain int8 kernels' outputs per model, compiled once for all instruction sets."""
+    outputs = {}
+    for model in (dot_cnn, narrow_conv):
+        proto, calibration, x = _same_integers_case(model)
+        art = hwcompile.compile(proto, PLAIN, tmp_path_factory.mktemp("plain") / model.__name__,
+                                passes=_SAME_INTEGERS_PASSES, calibration=calibration)
+        outputs[model] = hwcompile.load(art)(x)
+    return outputs
+
+
 @pytest.mark.parametrize("model", [dot_cnn, narrow_conv])
 @pytest.mark.parametrize("name", DOT_TARGETS)
-def test_dot_product_kernels_compute_the_same_integers(name, model, tmp_path):
+def test_dot_product_kernels_compute_the_same_integers(name, model, plain_outputs, tmp_path):
     spec, feature = DOT_TARGETS[name]
     if not _host_has(feature):
         pytest.skip(f"this CPU has no {feature} to run {name} code")
-    proto, channels = model(), 3 if model is dot_cnn else 16
-    calibration = {"x": np.random.default_rng(1).standard_normal((32, channels, 12, 12))
-                   .astype(np.float32)}
-    passes = "fold-constants,quantize(method=minmax)"
-    dot = hwcompile.load(hwcompile.compile(proto, spec, tmp_path / "dot", passes=passes,
-                                           calibration=calibration))
-    plain = hwcompile.load(hwcompile.compile(proto, PLAIN, tmp_path / "plain", passes=passes,
-                                             calibration=calibration))
-    x = np.random.default_rng(2).standard_normal((3, channels, 12, 12)).astype(np.float32) * 1.5
-    got, want = dot(x), plain(x)
+    proto, calibration, x = _same_integers_case(model)
+    dot = hwcompile.load(hwcompile.compile(proto, spec, tmp_path / "dot",
+                                           passes=_SAME_INTEGERS_PASSES, calibration=calibration))
+    got, want = dot(x), plain_outputs[model]
     np.testing.assert_array_equal(got, want)  # bit-identical int8 results, dequantized alike
     assert np.abs(got).max() > 0  # not a degenerate all-zero output
 

@@ -147,3 +147,11 @@ def test_digits_prune_without_finetuning_compensated_beats_plain(digits_onnx, di
         assert acc(fixed) > acc(plain)
         if ratio == 0.1:
             assert reference - acc(fixed) < 0.5 * (reference - acc(plain))
+
+
+def test_short_training_builds_at_o1():
+    """A training build that runs few samples is compiled at LLVM -O1 (minutes less on a
+    real CNN); a long run, or an unknown one, at the default -O3."""
+    assert autodiff.build_target(64).attrs.get("opt-level") == 1
+    for samples in (autodiff.O3_FROM_SAMPLES, None):
+        assert "opt-level" not in autodiff.build_target(samples).attrs

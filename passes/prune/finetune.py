@@ -55,7 +55,7 @@ def finetune_model(model: Model, x: np.ndarray, labels: np.ndarray | None, *, st
     classes = int(model.outputs[0].shape[-1])
     onehot = np.eye(classes, dtype=np.float32)[labels]
     distill = teacher_logits is not None
-    fn = gradient or training_function(model, batch, distill, tau, alpha)
+    fn = gradient or training_function(model, batch, distill, tau, alpha, samples=steps * batch)
     if fn.batch != batch or fn.distill != distill:
         raise PassError(f"finetune: a gradient function built for batch {fn.batch}, distill "
                         f"{fn.distill} cannot train at batch {batch}, distill {distill}")
@@ -80,9 +80,11 @@ def finetune_model(model: Model, x: np.ndarray, labels: np.ndarray | None, *, st
 
 
 def training_function(model: Model, batch: int, distill: bool = False, tau: float = 4.0,
-                      alpha: float = 0.7) -> autodiff.GradientFunction:
-    """The gradient (and forward) build ``finetune_model`` trains ``model`` with."""
-    return autodiff.gradient_function(model, batch, distill=distill, tau=tau, alpha=alpha)
+                      alpha: float = 0.7, samples: int | None = None) -> autodiff.GradientFunction:
+    """The gradient (and forward) build ``finetune_model`` trains ``model`` with; ``samples``
+    it will run in all (``autodiff.build_target``)."""
+    return autodiff.gradient_function(model, batch, distill=distill, tau=tau, alpha=alpha,
+                                      samples=samples)
 
 
 def held_out_accuracy(forward: autodiff.ForwardFunction, model: Model,
@@ -111,7 +113,9 @@ def finetune(model: Model, ctx: PassContext, *, steps: int = 200, lr: float = 1e
     x, labels = data.load(ctx.calibration, model, "finetune")
     val = data.validation(ctx.calibration, model)
     batch = min(batch, len(x))
-    gradient = training_function(model, batch, distill, tau, alpha)
+    evaluated = 2 * len(val[1]) if val else 0
+    gradient = training_function(model, batch, distill, tau, alpha,
+                                 samples=steps * batch + evaluated)
     before = held_out_accuracy(gradient.forward, model, val) if val else None
     teacher_logits = autodiff.forward(ctx.teacher, x, logits=True) if distill else None
     log: list[str] = []

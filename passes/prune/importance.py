@@ -40,9 +40,9 @@ def gradients(model: Model, x: np.ndarray, labels: np.ndarray | None,
     if labels is None:
         labels = autodiff.forward(model, x).argmax(axis=-1)
     classes = int(model.outputs[0].shape[-1])
-    fn = autodiff.gradient_function(model, batch)
-    total: dict[str, np.ndarray] = {}
     count = max(1, min(max_batches, len(x) // batch))
+    fn = autodiff.gradient_function(model, batch, samples=count * batch)
+    total: dict[str, np.ndarray] = {}
     for index in autodiff.batches(len(x), batch, count):
         _, grads = fn(x[index], model.params, np.eye(classes, dtype=np.float32)[labels[index]])
         for name, g in grads.items():

@@ -41,7 +41,8 @@ class StepTracker:
         return data.accuracy(forward(self.val[0], model.params), self.val[1])
 
     def forward(self, model: Model) -> autodiff.ForwardFunction:
-        return autodiff.forward_function(model, min(32, len(self.val[0])), logits=True)
+        return autodiff.forward_function(model, min(32, len(self.val[0])), logits=True,
+                                         samples=len(self.val[0]))
 
     def record_unpruned(self, model: Model) -> None:
         self.unpruned = model_figures(model)

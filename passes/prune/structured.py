@@ -385,10 +385,14 @@ def prune(model: Model, ctx: PassContext, *, ratio: float = 0.5,
         tuned, forward = None, None
         if step < steps:
             if distill and teacher_logits is None:
-                teacher = tracker.unpruned_forward or autodiff.forward_function(original, logits=True)
+                teacher = tracker.unpruned_forward or autodiff.forward_function(
+                    original, logits=True, samples=len(samples[0]))
                 teacher_logits = teacher(samples[0], original.params)
             ctx.progress(f"prune: step {step}/{steps} done, fine-tuning {finetune_steps} steps")
-            gradient = training_function(model, min(batch, len(samples[0])), distill)
+            step_batch = min(batch, len(samples[0]))
+            evaluated = 2 * len(tracker.val[1]) if tracker.val is not None else 0
+            gradient = training_function(model, step_batch, distill,
+                                         samples=finetune_steps * step_batch + evaluated)
             forward = gradient.forward  # the same build evaluates the pruned and tuned weights
             tuned, loss = finetune_model(model, *samples, steps=finetune_steps, lr=lr,
                                          batch=gradient.batch, teacher_logits=teacher_logits,
