@@ -11,6 +11,7 @@ from onnx import helper, numpy_helper
 
 import hwcompile
 from hwcompile.frontend import import_onnx
+from hwcompile.passes.quantize import REPORT_SAMPLES
 from hwcompile.pipeline import PassContext, parse_spec, run_pipeline
 from hwcompile.rewrite import call_name, dataflow_bindings
 from hwcompile.target import resolve_target
@@ -180,14 +181,37 @@ def test_digits_report_and_annotations(digits_quantized):
     details = entry["details"]
     layers = {e["layer"]: e for e in details["layers"]}
     assert {"stem", "res.conv1", "res.conv2", "branch_a", "branch_b", "down", "fc"} <= set(layers)
+    method = details["range_method"]["applied"]
     for e in layers.values():
-        assert e["range_method"] == "mse"
+        assert e["range_method"] == method
         assert e["cosine"] > 0.99 and e["sqnr_db"] > 20  # int8 error per layer, bounded
     assert details["kept_float"] == []
     notes = int8.metadata["model"]["quantization"]  # what the VTA compiler reads
     stem = notes["layers"]["stem"]
     assert len(stem["weight"]["scale"]) == 16 and stem["requant"]["kind"] == "multiply-shift"
     assert isinstance(stem["output"]["zero_point"], int)
+
+
+def test_range_method_and_bias_correction_chosen_by_the_output_error(
+        digits_quantized, digits_onnx, digits_data):
+    """By default the report measures mse and percentile ranges, each with and without bias
+    correction, and keeps the combination whose output is closest to float on the
+    calibration data; the SQNR it reports for it is what the compiled artifact gives
+    against onnxruntime's float output on those samples."""
+    x_train, _, _, _ = digits_data
+    _, entry, int8, _ = digits_quantized
+    details = entry["details"]
+    methods = details["range_method"]["output_sqnr_db"]
+    corrections = details["bias_correction"]["output_sqnr_db"]
+    assert set(methods) == {"mse", "percentile"} and set(corrections) == {"with", "without"}
+    best = max(methods.values())
+    assert methods[details["range_method"]["applied"]] == best == max(corrections.values())
+    assert corrections["with" if details["bias_correction"]["applied"] else "without"] == best
+    assert details["output_sqnr_db"] == best
+    calibration = x_train[:REPORT_SAMPLES]  # what the report runs on
+    want = ort_run(digits_onnx, {"input": calibration})[0].astype(np.float64)
+    noise = np.sum((int8(calibration).astype(np.float64) - want) ** 2)
+    assert 10 * np.log10(np.sum(want ** 2) / noise) == pytest.approx(best, abs=0.05)
 
 
 def test_statistics_cache_is_reused(tmp_path):
