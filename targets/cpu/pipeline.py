@@ -15,6 +15,7 @@ from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 
 from . import fast_erf, fast_tanh  # noqa: F401  (register vectorizable erf (GELU) and tanh lowerings)
+from .alternate_traversal import alternate_traversal
 from .batch_matmul import ScheduleBatchMatmul
 from .batched_fold import batched_fold_constant
 from .broadcast_epilogue import expanding_broadcasts_apart
@@ -75,7 +76,8 @@ def cpu_pipeline(target: tvm.target.Target, lanes: int, database: object | None 
         if database is not None:
             scheduling[:0] = [relax.transform.MetaScheduleApplyDatabase(),
                               count_scheduled(stats)]
-        scheduling += [relax.transform.SplitLayoutRewritePreproc(), batched_fold_constant()]
+        scheduling += [relax.transform.SplitLayoutRewritePreproc(), batched_fold_constant(),
+                       alternate_traversal]
         passes = (tunable_passes(target, stats) + scheduling
                   + cpu_generic.dataflow_lower_passes(target) + cpu_generic.finalize_passes(target))
         with target:
