@@ -63,6 +63,8 @@ def test_take_of_a_shape_derived_index_is_a_slice():
     ty = relax.TensorType((4, 1, 6), "float32")
     assert take_as_slice(relax.op.take(relax.Var("y", ty), relax.Var("i", relax.TensorType(
         (), "int64")), axis=0), values).op.name == "relax.take"  # an index only known at run time
+    flat = relax.op.take(relax.Var("z", ty), relax.const(3, "int64"))  # no axis: flattened
+    assert take_as_slice(flat, values).op.name == "relax.take"
 
 
 def test_lstm_and_gru_steps_take_no_kernel_of_their_own(tmp_path):

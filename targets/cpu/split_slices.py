@@ -98,7 +98,8 @@ def take_as_slice(take: relax.Call, values: dict) -> relax.Expr:
     ``squeeze(strided_slice(x))``; other takes unchanged."""
     ty = take.args[0].ty
     index = static_value(take.args[1], values)
-    if not isinstance(index, int) or not isinstance(ty, relax.TensorType) or ty.shape is None:
+    if (not isinstance(index, int) or take.attrs.axis is None  # axis None: a flat take
+            or not isinstance(ty, relax.TensorType) or ty.shape is None):
         return take
     axis = int(take.attrs.axis) % len(ty.shape.values)
     extent = ty.shape.values[axis]
