@@ -16,6 +16,7 @@ from .features import simd_floats
 from .flush_denormals import flush_tiny_constants
 from .guarded_layout import guarded_convert_layout
 from .int8_dot import int8_dot_product, int8_lanes
+from .int8_epilogue import int8_epilogues
 from .integer_graph import integer_graph_passes, pad_through_permute
 from .lookup_fusion import layout_transparent_lookups
 
@@ -59,7 +60,7 @@ def cpu_layout(target: tvm.target.Target, report: dict | None = None) -> tvm.tra
                                      constants_like_tensors,
                                      layout_transparent_lookups(
                                          guarded_convert_layout(desired, _recorder(report))),
-                                     pad_through_permute], name="CpuLayout")
+                                     pad_through_permute, int8_epilogues(target)], name="CpuLayout")
 
 
 def _recorder(report: dict | None):
