@@ -25,6 +25,7 @@ from .int8_dot import int8_dot_product
 from .layout import cpu_layout
 from .lookup_fusion import lookup_tables_elementwise
 from .split_slices import split_to_slices
+from .step_chains import merge_step_chains
 from .tuple_items import tuple_items_in_place
 
 
@@ -78,7 +79,7 @@ def cpu_pipeline(target: tvm.target.Target, lanes: int, database: object | None 
             scheduling[:0] = [relax.transform.MetaScheduleApplyDatabase(),
                               count_scheduled(stats)]
         scheduling += [relax.transform.SplitLayoutRewritePreproc(), batched_fold_constant(),
-                       tuple_items_in_place, alternate_traversal]
+                       tuple_items_in_place, alternate_traversal, merge_step_chains]
         passes = (tunable_passes(target, stats) + scheduling
                   + cpu_generic.dataflow_lower_passes(target) + cpu_generic.finalize_passes(target))
         with target:
