@@ -7,7 +7,7 @@ the VM's call, allocation and release around each take far more (lstm_gru: 377 V
 two thirds of its time in ``alloc_tensor``). FuseOps cannot group them (the cell state
 is read by the next step too, a matmul takes no elementwise producer). After scheduling,
 their bodies are simply run one after the other in one kernel: values only the chain
-reads live in the kernel's stack buffers (under 1 KiB each: TVM lowers them to
+reads live in the kernel's stack buffers (each under 1 KiB: TVM lowers them to
 ``alloca``), values read after it (each step's hidden state) are the kernel's outputs.
 
 A chain is a run of consecutive ``call_tir`` bindings with one small output each, every
@@ -27,7 +27,7 @@ from tvm.s_tir import stmt as sblock
 
 from hwcompile.rewrite import free_vars
 
-# TVM keeps a kernel-local buffer below this on the stack (larger ones: a workspace call).
+# TVM keeps a kernel-local buffer below this size on the stack (others: a workspace call).
 _MAX_STACK_BYTES = 1024
 
 
@@ -56,20 +56,23 @@ def _small_step(binding: relax.VarBinding, mod: tvm.IRModule) -> bool:
     size = _tensor_bytes(binding.var.ty)
     return (isinstance(func, tirx.PrimFunc) and isinstance(func.body, sblock.SBlockRealize)
             and len(func.params) == len(_call_args(value)) + 1
-            and size is not None and size <= _MAX_STACK_BYTES)
+            and size is not None and size < _MAX_STACK_BYTES)
 
 
 def _chains(bindings: list[relax.VarBinding], mod: tvm.IRModule) -> list[list[int]]:
     """Index runs of consecutive chained kernel calls (two or more)."""
     chains, current = [], []
     for index, binding in enumerate(bindings):
+        outputs = {bindings[i].var for i in current}
+        reads_chain = any(v in outputs for v in free_vars(binding.value))
         if not _small_step(binding, mod):
-            if current and isinstance(binding.value, relax.Call):  # other work ends a chain
+            # A computation, or anything reading the chain before its end (the merged call
+            # stands where the last step was), ends it; a constant in between does not.
+            if current and (isinstance(binding.value, relax.Call) or reads_chain):
                 chains.append(current)
                 current = []
             continue
-        outputs = {bindings[i].var for i in current}
-        if current and any(v in outputs for v in free_vars(binding.value)):
+        if current and reads_chain:
             current.append(index)
         else:
             if current:
@@ -154,7 +157,8 @@ def _merged_block(block: relax.DataflowBlock, ret: relax.Expr, builder: relax.Bl
                 numbers.append(match)
             args.append(numbers)
         args = [[n if n >= 0 else len(inputs) + (-1 - n) for n in numbers] for numbers in args]
-        outputs = [k for k, i in enumerate(chain) if bindings[i].var in outside]
+        outputs = [k for k, i in enumerate(chain) if bindings[i].var in outside
+                   or not isinstance(bindings[i].var, relax.DataflowVar)]  # read after the block
         internal = [k for k in range(len(chain)) if k not in outputs]
         kernels = [mod[bindings[i].value.args[0]] for i in chain]
         merged = merge_chain(kernels, args, outputs, len(inputs), internal)
