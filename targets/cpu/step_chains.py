@@ -3,8 +3,8 @@ one kernel.
 
 An LSTM layer of lstm_gru runs per step a cell-state kernel, a hidden-state kernel and
 the recurrent product ``h · R``, each on a few hundred bytes: the kernels take a few
-hundred nanoseconds, the VM's call, allocation and release around each take more (lstm_gru: 377 VM calls,
-two thirds of its time in ``alloc_tensor``). FuseOps cannot group them (the cell state
+hundred nanoseconds, the VM's call, allocation and release around each take more
+(lstm_gru: 377 VM calls, two thirds of its time in ``alloc_tensor``). FuseOps cannot group them (the cell state
 is read by the next step too, a matmul takes no elementwise producer). After scheduling,
 their bodies are simply run one after the other in one kernel: values only the chain
 reads live in the kernel's stack buffers (each under 1 KiB: TVM lowers them to
