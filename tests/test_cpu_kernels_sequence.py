@@ -20,9 +20,13 @@ from hwcompile.targets.cpu.batch_matmul import batch_matmul_shape
 
 
 def _compile(tmp_path, model):
+    """The artifact, built through the CPU target's own pipeline (a failure there would
+    fall back to TVM's stock lowering, correct and slow, and hide the kernel under test)."""
     path = tmp_path / "model.onnx"
     path.write_bytes(model.SerializeToString())
-    return hwcompile.compile(str(path), "cpu", tmp_path / "art")
+    art = hwcompile.compile(str(path), "cpu", tmp_path / "art")
+    assert hwcompile.load(art).metadata["target_extra"]["lowering"]["pipeline"] == "hwcompile-cpu"
+    return art
 
 
 def test_erf_is_accurate_over_its_whole_range(tmp_path):
@@ -115,6 +119,7 @@ def _attention_scores_model(batch: int, m: int, k: int, n: int, scale: float | N
     (4, 199, 16, 199, 0.25),  # wav2vec2's attention scores
     (2, 13, 8, 37, None),  # leftover rows, one whole and one overlapping column tile
     (1, 5, 3, 20, 0.5),  # fewer rows than a tile, one-register columns
+    (2, 12, 8, 37, None),  # whole row tiles only, no leftover rows
 ])
 def test_attention_scores_kernel_matches_numpy(tmp_path, batch, m, k, n, scale):
     """The written batch matmul (targets/cpu/batch_matmul.py), used where the output rows

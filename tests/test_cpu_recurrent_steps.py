@@ -78,5 +78,7 @@ def test_lstm_and_gru_steps_take_no_kernel_of_their_own(tmp_path):
     art = hwcompile.compile(str(path), "cpu", tmp_path / "art")
     x = np.random.default_rng(7).standard_normal((5, 1, 6)).astype(np.float32)
     [want] = ort_run(model, {"x": x})
-    got = hwcompile.load(art)(x)
+    loaded = hwcompile.load(art)
+    assert loaded.metadata["target_extra"]["lowering"]["pipeline"] == "hwcompile-cpu"
+    got = loaded(x)
     assert np.abs(got - want).max() <= 1e-6 * max(np.abs(want).max(), 1.0)

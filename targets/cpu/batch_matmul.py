@@ -156,21 +156,22 @@ def batch_matmul_kernel(batch_shape: tuple[int, ...], m: int, k: int, n: int,
                                 c[(task // row_blocks) * m * n
                                   + ((task % row_blocks) * rows + r) * n
                                   + T.min(cb * width, last_col) + j] = acc[r * width + j] * factor
-                for task in outer(batch * rest):
-                    acc = T.alloc_buffer((width,), "float32", scope="global")
-                    for cb in range(col_blocks):
-                        for j in T.vectorized(width):
-                            acc[j] = T.float32(0)
-                        for kk in range(k):
+                if rest > 0:  # leftover rows (a Python-level if: no loop, no division by 0)
+                    for task in outer(batch * rest):
+                        acc = T.alloc_buffer((width,), "float32", scope="global")
+                        for cb in range(col_blocks):
                             for j in T.vectorized(width):
-                                acc[j] = acc[j] + a[
-                                    (task // rest) * m * k
-                                    + (row_blocks * rows + task % rest) * k + kk] * b[
-                                    (task // rest) * k * n + kk * n
-                                    + T.min(cb * width, last_col) + j]
-                        for j in T.vectorized(width):
-                            c[(task // rest) * m * n + (row_blocks * rows + task % rest) * n
-                              + T.min(cb * width, last_col) + j] = acc[j] * factor
+                                acc[j] = T.float32(0)
+                            for kk in range(k):
+                                for j in T.vectorized(width):
+                                    acc[j] = acc[j] + a[
+                                        (task // rest) * m * k
+                                        + (row_blocks * rows + task % rest) * k + kk] * b[
+                                        (task // rest) * k * n + kk * n
+                                        + T.min(cb * width, last_col) + j]
+                            for j in T.vectorized(width):
+                                c[(task // rest) * m * n + (row_blocks * rows + task % rest) * n
+                                  + T.min(cb * width, last_col) + j] = acc[j] * factor
 
     return bmm
 
