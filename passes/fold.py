@@ -10,6 +10,8 @@ from hwcompile.model import Model
 from hwcompile.pipeline import PassContext, register_pass
 from hwcompile.rewrite import RebuildContext, call_name, free_vars, rebuild
 
+from . import numpy_fold
+
 # Layout-only ops worth folding into a weight; arithmetic on weights folds too.
 _FOLDABLE_CALLS = ("relax.permute_dims", "relax.reshape", "relax.squeeze", "relax.expand_dims",
                    "relax.astype", "relax.add", "relax.subtract", "relax.multiply",
@@ -54,9 +56,12 @@ def fold_constants(model: Model, ctx: PassContext) -> Model:
                 sources.append(rc.weight_name(var))
             else:
                 return None
-        consts = {v: relax.const(folded[v][1] if v in folded else rc.weight(v)) for v in operands}
-        result = _evaluate(relax.Call(value.op, [consts.get(a, a) for a in value.args],
-                                      value.attrs, value.ty_args))
+        arrays = {v: folded[v][1] if v in folded else rc.weight(v) for v in operands}
+        result = numpy_fold.evaluate(op, value, arrays, binding.var.ty)
+        if result is None:  # not one numpy reproduces exactly: TVM's own folder
+            result = _evaluate(relax.Call(value.op, [relax.const(arrays[a]) if a in arrays else a
+                                                     for a in value.args],
+                                          value.attrs, value.ty_args))
         if result is None:
             return None
         name = rc.unique_name(f"{'+'.join(dict.fromkeys(sources))}.{op.rsplit('.', 1)[-1]}")
