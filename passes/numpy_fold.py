@@ -78,8 +78,9 @@ def _compute(op: str, call: relax.Call, values: Sequence[np.ndarray],
         axes = call.attrs.axes
         return np.transpose(x, None if axes is None else [int(a) for a in axes])
     if op == "relax.astype":
-        # float→int is undefined out of range (LLVM and numpy may differ): left to TVM.
-        if x.dtype.kind == "f" and dtype.kind in "iub":
+        # float→int is undefined out of range (LLVM and numpy may differ): left to TVM. So
+        # is a 0-d cast, which TVM's folder leaves in the graph: the graph stays as it was.
+        if x.ndim == 0 or (x.dtype.kind == "f" and dtype.kind in "iub"):
             return None
         return x.astype(dtype)
     if op == "relax.isnan":
