@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from . import artifact, graph
 from .frontend import import_onnx
 from .model import Model
 from .pipeline import PassContext, model_figures, parse_spec, run_pipeline
+from .progress import BuildProgress
 from .target import Target, resolve_target
 
 DEFAULT_PASSES = "fold-constants,fold-batchnorm,dce"
@@ -53,7 +55,8 @@ def compile(  # mirrors the CLI verb, as tvm.compile does
     say(f"building for {target.name}")
     with artifact.staging(output) as stage:
         # ``db``: a tuning database (hwcompile tune) whose schedules the target applies.
-        built = target.build(optimized, stage, db=db) if db else target.build(optimized, stage)
+        with BuildProgress(say, f"building for {target.name}") if progress else nullcontext():
+            built = target.build(optimized, stage, db=db) if db else target.build(optimized, stage)
         (stage / "graph.dot").write_text(graph.to_dot(optimized))
         library_bytes = (stage / built.library).stat().st_size
         io_bytes = sum(s.nbytes for s in optimized.inputs + optimized.outputs)  # per sample

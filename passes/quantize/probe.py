@@ -14,6 +14,7 @@ instead of the tensors.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 
 import numpy as np
 import tvm
@@ -22,6 +23,7 @@ from tvm.relax.backend.cpu_generic import get_default_pipeline
 from tvm.relax.utils import copy_with_new_vars
 
 from hwcompile.model import Model
+from hwcompile.progress import BuildProgress
 from hwcompile.rewrite import dataflow_bindings
 from hwcompile.targets.cpu import cpu_target
 
@@ -30,16 +32,20 @@ from .kernels import Emitter
 _DEQUANTIZE = tvm.ir.Op.get("relax.dequantize")
 
 
-def compile_for_host(mod: tvm.IRModule) -> relax.VirtualMachine:
+def compile_for_host(mod: tvm.IRModule, progress: Callable[[str], None] | None = None,
+                     what: str = "compiling a probe") -> relax.VirtualMachine:
     """``mod`` built for this CPU with the CPU target's pipeline (TVM's stock lowering if
-    that fails, as the target itself does), loaded in a VM."""
+    that fails, as the target itself does), loaded in a VM (LLVM emits its machine code
+    then); ``progress`` hears of the build's phases as ``what``."""
     target = cpu_target(None)
-    try:
-        executable = tvm.compile(mod, target.tvm_target, relax_pipeline=target.relax_pipeline())
-    except RuntimeError:  # TVM's InternalError: a check failed inside the CPU pipeline
-        executable = tvm.compile(mod, target.tvm_target,
-                                 relax_pipeline=get_default_pipeline(target.tvm_target))
-    return relax.VirtualMachine(executable, tvm.cpu())
+    with BuildProgress(progress, what) if progress else nullcontext():
+        try:
+            executable = tvm.compile(mod, target.tvm_target,
+                                     relax_pipeline=target.relax_pipeline())
+        except RuntimeError:  # TVM's InternalError: a check failed inside the CPU pipeline
+            executable = tvm.compile(mod, target.tvm_target,
+                                     relax_pipeline=get_default_pipeline(target.tvm_target))
+        return relax.VirtualMachine(executable, tvm.cpu())
 
 
 def _numpy(result) -> list[np.ndarray]:
@@ -116,12 +122,14 @@ class ProbeModule:
                 out = bb.emit_output(relax.Tuple(results))
             bb.emit_func_output(out)
 
-    def compile(self) -> None:
+    def compile(self, progress: Callable[[str], None] | None = None,
+                what: str = "compiling a probe") -> None:
         functions = dict(self._others)
         functions.update(dict(self._bb.get().functions_items()))
         mod = tvm.IRModule(functions, attrs=self.model.mod.attrs)
         self._vm = compile_for_host(relax.transform.DeadCodeElimination(
-            [gv.name_hint for gv, f in functions.items() if isinstance(f, relax.Function)])(mod))
+            [gv.name_hint for gv, f in functions.items() if isinstance(f, relax.Function)])(mod),
+            progress, what)
 
     def __call__(self, name: str, feed: dict[str, np.ndarray], *extra: np.ndarray
                  ) -> list[np.ndarray]:
