@@ -32,20 +32,20 @@ class _PhaseTracker:
     weight kernel evaluated while folding constants, belong to the Relax passes."""
 
     def __init__(self) -> None:
-        self.depth = 0
+        self.nesting = threading.local()  # kernels may be built on several threads
         self.phase = -1  # nothing yet
 
     def run_before_pass(self, _mod, info) -> None:
-        self.depth += 1
-        if self.depth == 1 and self.phase < 0:
+        depth = self.nesting.depth = getattr(self.nesting, "depth", 0) + 1
+        if depth == 1 and self.phase < 0:
             self.phase = 0
-        elif self.depth == 2 and info.name.startswith(("tirx.", "s_tir.")):
+        elif depth == 2 and info.name.startswith(("tirx.", "s_tir.")):
             self.phase = 1
 
     def run_after_pass(self, _mod, _info) -> None:
-        if self.depth == 1 and self.phase == 1:
+        if self.nesting.depth == 1 and self.phase == 1:
             self.phase = 2
-        self.depth -= 1
+        self.nesting.depth -= 1
 
 
 class BuildProgress:

@@ -22,6 +22,7 @@ from tvm import relax
 from tvm.relax.backend.cpu_generic import get_default_pipeline
 from tvm.relax.utils import copy_with_new_vars
 
+from hwcompile import parallel_build
 from hwcompile.model import Model
 from hwcompile.progress import BuildProgress
 from hwcompile.rewrite import dataflow_bindings
@@ -40,8 +41,7 @@ def compile_for_host(mod: tvm.IRModule, progress: Callable[[str], None] | None =
     target = cpu_target(None)
     with BuildProgress(progress, what) if progress else nullcontext():
         try:
-            executable = tvm.compile(mod, target.tvm_target,
-                                     relax_pipeline=target.relax_pipeline())
+            executable = parallel_build.compile(mod, target.tvm_target, target.relax_pipeline())
         except RuntimeError:  # TVM's InternalError: a check failed inside the CPU pipeline
             executable = tvm.compile(mod, target.tvm_target,
                                      relax_pipeline=get_default_pipeline(target.tvm_target))

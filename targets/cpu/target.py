@@ -13,6 +13,7 @@ import tvm
 from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 from tvm.s_tir import Schedule
 
+from hwcompile import parallel_build
 from hwcompile.errors import TargetError
 from hwcompile.model import Model
 from hwcompile.sparse_weights import SPARSE_FILE, compact_worthy
@@ -139,8 +140,8 @@ class CpuTarget(Target):
         stock CPU lowering (correct, untuned); the second value says which, for the report."""
         report: dict = {"pipeline": "hwcompile-cpu"}
         try:
-            return tvm.compile(mod, self.tvm_target,
-                               relax_pipeline=self.relax_pipeline(db, report)), report
+            return parallel_build.compile(mod, self.tvm_target,
+                                          self.relax_pipeline(db, report)), report
         except RuntimeError as err:  # TVM's InternalError: a failed check in some pass
             reason = _last_line(err)
         try:
