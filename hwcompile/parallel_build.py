@@ -25,14 +25,14 @@ def default_jobs() -> int:
     return max(1, min(MAX_JOBS, len(os.sched_getaffinity(0))))
 
 
-def _build_parts(kernels: tvm.IRModule, target: tvm.target.Target, jobs: int
+def _build_parts(kernels: tvm.IRModule, target: tvm.target.Target, jobs: int, jit: bool
                  ) -> tvm.runtime.Module:
-    """One library for ``kernels`` (PrimFuncs), built as ``jobs`` modules on as many threads."""
+    """One library for ``kernels`` (PrimFuncs), built as ``jobs`` modules on as many threads;
+    with ``jit``, each thread also has LLVM emit its module's machine code for this process
+    (else done one module after the other when a VM first looks the kernels up)."""
     items = list(kernels.functions.items())
     parts = [tvm.IRModule(dict(items[i::jobs]), attrs=kernels.attrs)
              for i in range(min(jobs, len(items)))]
-    if len(parts) == 1:
-        return tvm.tirx.build(parts[0], target=target)
     context = tvm.transform.PassContext.current()  # thread-local: each worker enters it
     libs: list[tvm.runtime.Module | None] = [None] * len(parts)
     errors: list[BaseException] = []
@@ -41,6 +41,9 @@ def _build_parts(kernels: tvm.IRModule, target: tvm.target.Target, jobs: int
         try:
             with context:
                 libs[index] = tvm.tirx.build(parts[index], target=target)
+            if jit:  # the first lookup JIT-compiles the whole module
+                kernel = next(iter(parts[index].functions.values()))
+                libs[index].get_function(str(kernel.attrs["global_symbol"]))
         except BaseException as err:  # re-raised on the calling thread
             errors.append(err)
 
@@ -59,10 +62,11 @@ def _build_parts(kernels: tvm.IRModule, target: tvm.target.Target, jobs: int
 
 
 def compile(mod: tvm.IRModule, target: tvm.target.Target, relax_pipeline: tvm.transform.Pass,
-            jobs: int | None = None) -> relax.VMExecutable:  # mirrors tvm.compile
+            jobs: int | None = None, jit: bool = False) -> relax.VMExecutable:  # as tvm.compile
     """``tvm.compile(mod, target, relax_pipeline=relax_pipeline)``, its kernels built on
-    ``jobs`` threads (default: the cores this process may use). Modules with external
-    libraries, and cross-compiled ones, go through ``tvm.compile`` unchanged."""
+    ``jobs`` threads (default: the cores this process may use); ``jit`` when the executable
+    will run in this process, not be exported. Modules with external libraries, and
+    cross-compiled ones, go through ``tvm.compile`` unchanged."""
     jobs = jobs or default_jobs()
     with target:
         mod = relax_pipeline(mod)
@@ -73,7 +77,7 @@ def compile(mod: tvm.IRModule, target: tvm.target.Target, relax_pipeline: tvm.tr
     builder = relax.ExecBuilder()
     mod = vm_build._vmcodegen(builder, mod, "bytecode")
     kernels = vm_build._filter_tir(mod)
-    lib = _build_parts(kernels, target, jobs) if kernels is not None else None
+    lib = _build_parts(kernels, target, jobs, jit) if kernels is not None else None
     params = dict(attrs.get("const_name_to_constant", {}))
     return relax.VMExecutable(relax._ffi_api.VMLink(builder, target, lib, [], params))
 

@@ -42,6 +42,9 @@ def test_split_build_matches_one_module_in_process_and_exported(tmp_path):
     assert len(library.imports) == 2  # three LLVM modules: the root and the two it imports
     expected = _run(whole, x)
     np.testing.assert_array_equal(_run(split, x), expected)
+    jitted = parallel_build.compile(mod, target.tvm_target, target.relax_pipeline(), jobs=2,
+                                    jit=True)
+    np.testing.assert_array_equal(_run(jitted, x), expected)
     split.export_library(str(tmp_path / "m.so"))
     np.testing.assert_array_equal(_run(tvm.runtime.load_module(str(tmp_path / "m.so")), x),
                                   expected)

@@ -41,7 +41,8 @@ def compile_for_host(mod: tvm.IRModule, progress: Callable[[str], None] | None =
     target = cpu_target(None)
     with BuildProgress(progress, what) if progress else nullcontext():
         try:
-            executable = parallel_build.compile(mod, target.tvm_target, target.relax_pipeline())
+            executable = parallel_build.compile(mod, target.tvm_target, target.relax_pipeline(),
+                                                jit=True)
         except RuntimeError:  # TVM's InternalError: a check failed inside the CPU pipeline
             executable = tvm.compile(mod, target.tvm_target,
                                      relax_pipeline=get_default_pipeline(target.tvm_target))
