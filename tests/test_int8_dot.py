@@ -89,6 +89,25 @@ def _laid_out_convs(proto: onnx.ModelProto, channels: int,
     return convs
 
 
+def _laid_out_conv_operands(proto: onnx.ModelProto, channels: int) -> list[tuple[str, str, int]]:
+    """(kind, activation dtype, HWIO input channels) of each conv after the CPU layout, in
+    order: ``relax.nn.conv2d`` or a conv kernel padding with the zero point's code."""
+    target, quantized = _quantized(proto, channels)
+    with target.tvm_target:
+        laid_out = cpu_layout(target.tvm_target)(quantized.bound_module())
+    convs = []
+
+    def visit(e):
+        name = getattr(e.op, "name", "") if isinstance(e, relax.Call) else ""
+        if name == "relax.nn.conv2d":
+            convs.append(("conv2d", e.args[0], e.args[1]))
+        elif name == "relax.call_tir" and e.args[0].name_hint.startswith("conv2d"):
+            convs.append(("coded pad", *e.args[1].fields))
+
+    relax.analysis.post_order_visit(laid_out["main"], visit)
+    return [(kind, str(x.ty.dtype), int(w.ty.shape[2])) for kind, x, w in convs]
+
+
 def test_narrow_self_padded_conv_takes_the_instruction_operands():
     """Channel padding runs before the integer-graph rewrite, and a conv that pads its input
     itself gets uint8 operands too (both were plain int8 loops: 12× slower); its 8 output
@@ -101,9 +120,27 @@ def test_narrow_self_padded_conv_takes_the_instruction_operands():
 def test_stem_input_channels_padded_to_whole_dot_products():
     """The 3-channel stem gets a zero fourth channel (and zero weights for it): every conv
     then has uint8 operands and input channels in whole groups of 4 (HWIO's axis 2)."""
-    convs = _laid_out_convs(dot_cnn(), 3)
-    assert [(str(c.args[0].ty.dtype), int(c.args[1].ty.shape[2])) for c in convs] == \
-        [("uint8", 4), ("uint8", 16), ("uint8", 32), ("uint8", 32), ("uint8", 32)]
+    assert _laid_out_conv_operands(dot_cnn(), 3) == [
+        ("coded pad", "uint8", 4), ("conv2d", "uint8", 16), ("conv2d", "uint8", 32),
+        ("conv2d", "uint8", 32), ("conv2d", "uint8", 32)]
+
+
+def test_zero_point_padding_inside_the_conv_kernel():
+    """A conv whose input zero point (uint8 code 123 here) is not 0 pads with that code in its
+    own kernel: no pad kernel, and only a per-channel constant after it (no int32 image of
+    border corrections read per output). The stem reads the model's input, whose zero point
+    is not -128; after ReLUs (zero point -128, code 0) the convs keep their own zero padding."""
+    target, quantized = _quantized(narrow_conv(), 16)
+    with target.tvm_target:
+        laid_out = cpu_layout(target.tvm_target)(quantized.bound_module())
+    calls = []
+    relax.analysis.post_order_visit(laid_out["main"], lambda e: calls.append(e) if isinstance(
+        e, relax.Call) and isinstance(e.op, tvm.ir.Op) else None)
+    names = [c.op.name for c in calls]
+    assert "relax.nn.pad" not in names and "relax.nn.conv2d" not in names
+    constants = [a for c in calls for a in c.args if isinstance(a, tvm.ir.Constant)
+                 and str(a.ty.dtype) == "int32"]
+    assert constants and all(int(np.prod([int(d) for d in a.ty.shape])) == 8 for a in constants)
 
 
 def test_eight_channel_conv_runs_on_half_width_vnni():

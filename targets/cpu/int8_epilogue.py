@@ -40,6 +40,7 @@ from tvm.ir import IRModule
 from hwcompile.rewrite import call_name, mutate_functions
 
 from .features import cpu_has
+from .integer_graph import fused_zero_point_pads
 
 LOOKUP_OP = "tirx.hwcompile_byte_table_lookup"
 TABLE_SIZE = 256
@@ -312,6 +313,7 @@ def int8_epilogues(target: tvm.target.Target) -> tvm.transform.Pass:
     @tvm.transform.module_pass(opt_level=0, name="Int8Epilogues")
     def _pass(mod: IRModule, _ctx: tvm.transform.PassContext) -> IRModule:
         rewritten = mutate_functions(_EpilogueMutator(mod, vector_lookup), mod)
-        return relax.transform.DeadCodeElimination()(rewritten)
+        # after the epilogues: they find int8 convs as conv2d calls
+        return fused_zero_point_pads(relax.transform.DeadCodeElimination()(rewritten))
 
     return _pass

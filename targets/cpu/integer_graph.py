@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import numpy as np
 import tvm
-from tvm import relax, tirx
+from tvm import relax, te, tirx, topi
 from tvm.ir import IRModule
 
-from hwcompile.rewrite import dense_nchw_conv, mutate_functions
+from hwcompile.rewrite import call_name, dense_nchw_conv, mutate_functions
 
 from .int8_dot import DotProduct, fits_conv
 
@@ -101,9 +101,15 @@ class _ConvInputMutator(relax.PyExprMutator):
             return call
         # pad(x, v) = zero-padded x + an image of v on the border (0 inside); with uint8
         # operands x = (x + 128) − 128 inside as well: the conv of that constant image is
-        # a constant added to the conv of the zero-padded (unsigned) input.
+        # a constant added to the conv of the zero-padded (unsigned) input. When the
+        # operand's own code for v is not 0, the operand is padded with that code instead
+        # (a pad ``fused_zero_point_pads`` moves into the conv kernel): the constant is
+        # then one per channel, not an int32 image read per output.
         shape = tuple(int(d) for d in list(ty.shape)[1:])
-        offset = _constant_image_conv(w, shape, width, int(value), -128 if unsigned else 0,
+        code = int(value) + 128 if unsigned else int(value)
+        coded_pad = convert and any(width) and code != 0
+        border = (-128 if unsigned else 0) if coded_pad else int(value)
+        offset = _constant_image_conv(w, shape, width, border, -128 if unsigned else 0,
                                       [int(v) for v in a.strides], [int(v) for v in a.dilation])
         if np.abs(offset).max(initial=0) >= 2**31:
             return call
@@ -117,11 +123,17 @@ class _ConvInputMutator(relax.PyExprMutator):
                 [w, np.zeros((w.shape[0], spare, *w.shape[2:]), w.dtype)], axis=1))
         elif convert:
             x = _to_operand(x, self.dot.data_dtype)
+        padding = [width[4], width[6], width[5], width[7]]
+        if coded_pad:
+            x = relax.op.nn.pad(self.builder_.normalize(x), width, pad_value=float(code))
+            padding = [0, 0, 0, 0]
         conv = relax.op.nn.conv2d(x, weight,
                                   strides=a.strides,
-                                  padding=[width[4], width[6], width[5], width[7]],
+                                  padding=padding,
                                   dilation=a.dilation, groups=1, data_layout="NCHW",
                                   kernel_layout="OIHW", out_layout="NCHW", out_dtype="int32")
+        if not offset.any():
+            return conv
         return relax.op.add(self.builder_.normalize(conv),
                             relax.const(offset[None].astype(np.int32), "int32"))
 
@@ -203,3 +215,49 @@ def pad_through_permute(mod: IRModule, _ctx: tvm.transform.PassContext) -> IRMod
     return relax.transform.DeadCodeElimination()(mutate_functions(_PadMutator(mod), mod))
 
 
+
+
+def _conv_with_coded_pad(width: list[int], code: int, strides, dilation):
+    def compute(x: te.Tensor, w: te.Tensor) -> te.Tensor:
+        padded = topi.nn.pad(x, width[0::2], width[1::2], pad_value=code, name="pad_temp")
+        return topi.nn.conv(padded, w, strides, 0, dilation, 1, "NHWC", "HWIO", out_dtype="int32")
+
+    return compute
+
+
+@relax.expr_functor.mutator
+class _CodedPadMutator(relax.PyExprMutator):
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        call = super().visit_call_(call)
+        if call_name(call) != "relax.nn.conv2d":
+            return call
+        a = call.attrs
+        data = self._bound(call.args[0])
+        permute = data if call_name(data) == "relax.permute_dims" else None
+        pad = self._bound(permute.args[0]) if permute is not None else data
+        if (call_name(pad) != "relax.nn.pad" or pad.attrs.pad_mode != "constant"
+                or str(a.out_dtype) != "int32" or int(a.groups) != 1 or any(int(p) for p in a.padding)
+                or (a.data_layout, a.kernel_layout, a.out_layout) != ("NHWC", "HWIO", "NHWC")
+                or str(pad.args[0].ty.dtype) not in ("uint8", "int16")):
+            return call
+        x, width = pad.args[0], [int(v) for v in pad.attrs.pad_width]
+        if permute is not None:  # a model's NCHW input: transposed, then padded in NHWC
+            if permute.attrs.axes is None:
+                return call
+            axes = [int(v) for v in permute.attrs.axes]
+            x = self.builder_.normalize(relax.op.permute_dims(x, axes))
+            width = [w for axis in axes for w in width[2 * axis:2 * axis + 2]]
+        compute = _conv_with_coded_pad(width, int(float(pad.attrs.pad_value)),
+                                       [int(v) for v in a.strides], [int(v) for v in a.dilation])
+        return self.builder_.call_te(compute, x, call.args[1], primfunc_name_hint="conv2d")
+
+    def _bound(self, expr: relax.Expr) -> relax.Expr | None:
+        return self.lookup_binding(expr) if isinstance(expr, relax.Var) else None
+
+
+@tvm.transform.module_pass(opt_level=0, name="FusedZeroPointPads")
+def fused_zero_point_pads(mod: IRModule, _ctx: tvm.transform.PassContext) -> IRModule:
+    """An NHWC int8 conv reading a pad by the zero point's code (``fold_zero_point_pad``)
+    becomes one kernel that pads as TOPI's convs do, with that code instead of 0: no pad
+    kernel and padded tensor of its own. After ConvertLayout (a kernel has no layout rules)."""
+    return relax.transform.DeadCodeElimination()(mutate_functions(_CodedPadMutator(mod), mod))
