@@ -11,6 +11,9 @@ rewrites are exact and only change how the CPU computes it:
   product (a stem's 3) get zero weights and a zero channel up to the next one, so the
   stem runs on the instruction too (it was plain int8 loops); ``C`` is one constant per
   channel where the conv has no border (a 1×1 conv), not an int32 image read per output;
+  where the zero point's operand code is not 0 (an int8 zero point other than −128: a
+  model's input, a residual sum), the operand is padded with that code inside the conv's
+  kernel (``fused_zero_point_pads``), so ``C`` is again one constant per channel;
 - ``R.clip`` → ``minimum(maximum(...))`` and pads moved through transposes: clip and pad
   have no layout inference in TVM, so ConvertLayout would otherwise transpose every int8
   conv's output back to NCHW and forth again (twice the kernels of the float model).
