@@ -78,21 +78,11 @@ def _quantized(proto: onnx.ModelProto, channels: int, spec: str = "fold-constant
     return target, run_pipeline(import_onnx(proto), parse_spec(spec), ctx)[0]
 
 
-def _laid_out_convs(proto: onnx.ModelProto, channels: int,
-                    spec: str = "fold-constants,quantize") -> list[relax.Call]:
-    target, quantized = _quantized(proto, channels, spec)
-    with target.tvm_target:
-        laid_out = cpu_layout(target.tvm_target)(quantized.bound_module())
-    convs = []
-    relax.analysis.post_order_visit(laid_out["main"], lambda e: convs.append(e) if isinstance(
-        e, relax.Call) and getattr(e.op, "name", "") == "relax.nn.conv2d" else None)
-    return convs
-
-
-def _laid_out_conv_operands(proto: onnx.ModelProto, channels: int) -> list[tuple[str, str, int]]:
-    """(kind, activation dtype, HWIO input channels) of each conv after the CPU layout, in
+def _laid_out_conv_operands(proto: onnx.ModelProto, channels: int,
+                            spec: str = "fold-constants,quantize") -> list[tuple[str, str, list[int]]]:
+    """(kind, activation dtype, HWIO weight shape) of each conv after the CPU layout, in
     order: ``relax.nn.conv2d`` or a conv kernel padding with the zero point's code."""
-    target, quantized = _quantized(proto, channels)
+    target, quantized = _quantized(proto, channels, spec)
     with target.tvm_target:
         laid_out = cpu_layout(target.tvm_target)(quantized.bound_module())
     convs = []
@@ -105,22 +95,21 @@ def _laid_out_conv_operands(proto: onnx.ModelProto, channels: int) -> list[tuple
             convs.append(("coded pad", *e.args[1].fields))
 
     relax.analysis.post_order_visit(laid_out["main"], visit)
-    return [(kind, str(x.ty.dtype), int(w.ty.shape[2])) for kind, x, w in convs]
+    return [(kind, str(x.ty.dtype), [int(d) for d in w.ty.shape]) for kind, x, w in convs]
 
 
 def test_narrow_self_padded_conv_takes_the_instruction_operands():
     """Channel padding runs before the integer-graph rewrite, and a conv that pads its input
     itself gets uint8 operands too (both were plain int8 loops: 12× slower); its 8 output
     channels fill VNNI's half-width form, so they are not padded to 16."""
-    convs = _laid_out_convs(narrow_conv(), 16, "fold-constants,quantize(symmetric=true)")
-    assert [(str(c.args[0].ty.dtype), int(c.args[1].ty.shape[-1])) for c in convs] == \
-        [("uint8", 8)]
+    convs = _laid_out_conv_operands(narrow_conv(), 16, "fold-constants,quantize(symmetric=true)")
+    assert [(dtype, shape[-1]) for _, dtype, shape in convs] == [("uint8", 8)]
 
 
 def test_stem_input_channels_padded_to_whole_dot_products():
     """The 3-channel stem gets a zero fourth channel (and zero weights for it): every conv
     then has uint8 operands and input channels in whole groups of 4 (HWIO's axis 2)."""
-    assert _laid_out_conv_operands(dot_cnn(), 3) == [
+    assert [(kind, dtype, shape[2]) for kind, dtype, shape in _laid_out_conv_operands(dot_cnn(), 3)] == [
         ("coded pad", "uint8", 4), ("conv2d", "uint8", 16), ("conv2d", "uint8", 32),
         ("conv2d", "uint8", 32), ("conv2d", "uint8", 32)]
 
