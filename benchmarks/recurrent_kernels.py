@@ -4,7 +4,7 @@ onnxruntime in the same process.
     .venv/bin/python benchmarks/recurrent_kernels.py [--threads 1] [--repeat 20]
         [--rounds 5] [--kernels lstm_ddddocr,...]
 
-Same method as ``sequence_kernels.py`` (whose ``bench`` this uses): each layer compiled
+Same method as ``sequence_kernels.py`` (whose ``bench`` and table this uses): each layer compiled
 through the product path, timed against onnxruntime in alternated blocks, best block
 median; the output error is against onnxruntime. Shapes: ddddocr_rec's bidirectional
 LSTM (20 steps, 512 → 512: 4 MB of recurrent weights per direction) and lstm_gru's layers
@@ -13,17 +13,12 @@ LSTM (20 steps, 512 → 512: 4 MB of recurrent weights per direction) and lstm_g
 
 from __future__ import annotations
 
-import argparse
-import datetime
 import sys
-import tempfile
-from pathlib import Path
 
 import numpy as np
+import sequence_kernels
 from onnx import helper, numpy_helper
-from sequence_kernels import _model, bench
-
-from hwcompile.bench import set_threads
+from sequence_kernels import _model
 
 
 def recurrent(kind: str, steps: int, inputs: int, hidden: int, bidirectional: bool):
@@ -49,23 +44,7 @@ KERNELS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--repeat", type=int, default=20)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--kernels", default=",".join(KERNELS))
-    args = parser.parse_args(argv)
-    set_threads(args.threads)
-    print(f"Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; "
-          f"{args.threads} thread(s); command: `{' '.join([sys.argv[0], *(argv or sys.argv[1:])])}`")
-    print("\n| layer | hwcompile ms | onnxruntime ms | hw / ort | max err / max | load |")
-    print("|---|---:|---:|---:|---:|---:|")
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in args.kernels.split(","):
-            r = bench(name, KERNELS[name](), args, Path(tmp))
-            print(f"| {name} | {r['hw_ms']:.4f} | {r['ort_ms']:.4f} | {r['ratio']:.2f}× | "
-                  f"{r['max_err']:.1e} | {r['load']:.1f} |", flush=True)
-    return 0
+    return sequence_kernels.main(argv, KERNELS, __doc__, repeat=20, rounds=5)
 
 
 if __name__ == "__main__":

@@ -112,21 +112,25 @@ def bench(name: str, model: onnx.ModelProto, args: argparse.Namespace, work: Pat
             "load": load}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None, kernels: dict | None = None, description: str = __doc__,
+         repeat: int = 200, rounds: int = 3) -> int:
+    """The table of ``kernels`` (name → model maker; default: this file's) against
+    onnxruntime; ``recurrent_kernels.py`` runs its own table through it."""
+    kernels = KERNELS if kernels is None else kernels
+    parser = argparse.ArgumentParser(description=description.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--repeat", type=int, default=200)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--kernels", default=",".join(KERNELS))
+    parser.add_argument("--repeat", type=int, default=repeat)
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--kernels", default=",".join(kernels))
     args = parser.parse_args(argv)
     set_threads(args.threads)
     print(f"Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; "
           f"{args.threads} thread(s); command: `{' '.join([sys.argv[0], *(argv or sys.argv[1:])])}`")
-    print("\n| kernel | hwcompile ms | onnxruntime ms | hw / ort | max err / max |load |")
+    print("\n| kernel | hwcompile ms | onnxruntime ms | hw / ort | max err / max | load |")
     print("|---|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.kernels.split(","):
-            r = bench(name, KERNELS[name](), args, Path(tmp))
+            r = bench(name, kernels[name](), args, Path(tmp))
             print(f"| {name} | {r['hw_ms']:.4f} | {r['ort_ms']:.4f} | {r['ratio']:.2f}× | "
                   f"{r['max_err']:.1e} | {r['load']:.1f} |", flush=True)
     return 0
