@@ -47,8 +47,19 @@ def _call_args(call: relax.Call) -> list[relax.Expr]:
     return list(call.args[1].fields) if isinstance(call.args[1], relax.Tuple) else [call.args[1]]
 
 
+def _reads_through_views(func: tirx.PrimFunc) -> bool:
+    """Whether ``func`` declares buffer views (``T.decl_buffer(data=x.data)``: the written
+    softmax and attention kernels read their tensors as flat views). Merged, a tensor the
+    chain keeps internal becomes a stack buffer, and TVM's storage lowering does not see
+    the reads through such a view: the values were lost (ONNX conformance test_Softmax)."""
+    views = []
+    tvm_ffi.structural_map(func.body, (tirx.DeclBuffer, lambda node: views.append(node) or node))
+    return bool(views)
+
+
 def _small_step(binding: relax.VarBinding, mod: tvm.IRModule) -> bool:
-    """A call of a scheduled kernel (one root block) with one output of a few hundred bytes."""
+    """A call of a scheduled kernel (one root block, no buffer views) with one output of a
+    few hundred bytes."""
     value = binding.value
     if not _is_call_tir(value) or len(value.args) != 2:  # no symbolic shape arguments
         return False
@@ -56,7 +67,8 @@ def _small_step(binding: relax.VarBinding, mod: tvm.IRModule) -> bool:
     size = _tensor_bytes(binding.var.ty)
     return (isinstance(func, tirx.PrimFunc) and isinstance(func.body, sblock.SBlockRealize)
             and len(func.params) == len(_call_args(value)) + 1
-            and size is not None and size < _MAX_STACK_BYTES)
+            and size is not None and size < _MAX_STACK_BYTES
+            and not _reads_through_views(func))
 
 
 def _chains(bindings: list[relax.VarBinding], mod: tvm.IRModule) -> list[list[int]]:
