@@ -15,6 +15,7 @@ from hwcompile.models import zoo
 from hwcompile.passes.prune import autodiff
 from hwcompile.pipeline import PassContext, parse_spec, run_pipeline
 from hwcompile.target import Constraints
+from hwcompile.targets.cpu import O3_FROM_SAMPLES, host_build_target
 
 
 def _ce(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -150,8 +151,8 @@ def test_digits_prune_without_finetuning_compensated_beats_plain(digits_onnx, di
 
 
 def test_short_training_builds_at_o1():
-    """A training build that runs few samples is compiled at LLVM -O1 (minutes less on a
-    real CNN); a long run, or an unknown one, at the default -O3."""
-    assert autodiff.build_target(64).attrs.get("opt-level") == 1
-    for samples in (autodiff.O3_FROM_SAMPLES, None):
-        assert "opt-level" not in autodiff.build_target(samples).attrs
+    """A training (or probe) build that runs few samples is compiled at LLVM -O1 (minutes
+    less on a real CNN); a long run, or an unknown one, at the default -O3."""
+    assert host_build_target(64).attrs.get("opt-level") == 1
+    for samples in (O3_FROM_SAMPLES, None):
+        assert "opt-level" not in host_build_target(samples).attrs

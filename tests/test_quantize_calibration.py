@@ -12,9 +12,9 @@ from tvm import relax
 
 from hwcompile.calibration_data import load_calibration
 from hwcompile.frontend import import_onnx
-from hwcompile.passes.quantize import accuracy, calibration, scheme
+from hwcompile.passes.quantize import accuracy, calibration, probe, scheme
 from hwcompile.passes.quantize.calibration import BINS, _Accumulator, collect, observed_keys
-from hwcompile.passes.quantize.probe import ProbeModule, Runner, exposed
+from hwcompile.passes.quantize.probe import ProbeModule, Runner, compile_for_host, exposed
 from hwcompile.passes.quantize.rewrite import IntegerEmitter, plan
 from hwcompile.pipeline import PassContext, parse_spec, run_pipeline
 from hwcompile.target import resolve_target
@@ -147,7 +147,19 @@ def test_observed_tensors_are_what_the_rewrite_reads(model, data):
     assert len(keys) < len(calibration.float_positions(model)) + 1
 
 
-def test_layer_errors_equal_numpy_on_the_full_tensors(model, data):
+@pytest.mark.parametrize("block_bindings", [None, 6])
+def test_layer_errors_equal_numpy_on_the_full_tensors(model, data, block_bindings, monkeypatch):
+    """Also with the report function cut into dataflow blocks of 6 bindings (real models'
+    reports are cut into blocks of ``REPORT_BLOCK_BINDINGS``)."""
+    blocks = []
+
+    def compile_recording_blocks(mod, *args):
+        blocks.append(sum(isinstance(b, relax.DataflowBlock) for b in mod["main"].body.blocks))
+        return compile_for_host(mod, *args)
+
+    monkeypatch.setattr(accuracy, "compile_for_host", compile_recording_blocks)
+    if block_bindings:
+        monkeypatch.setattr(probe, "REPORT_BLOCK_BINDINGS", block_bindings)
     keys = observed_keys(model, plan(model))
     stats, _ = collect(model, keys, data, histograms=False)
     emitter = _emitter(model, stats)
@@ -169,6 +181,7 @@ def test_layer_errors_equal_numpy_on_the_full_tensors(model, data):
             assert sqnr == pytest.approx(scheme.sqnr_db(w, g), abs=1e-9)
             assert cos == pytest.approx(scheme.cosine(w, g), abs=1e-12)
     assert all_errors[0] != all_errors[1]
+    assert (blocks[0] > 10) if block_bindings else (blocks[0] == 1)
     assert lines[-1].startswith(f"quantization report: {len(data.feeds)}/{len(data.feeds)}")
 
 

@@ -24,6 +24,7 @@ from tvm import relax
 from hwcompile.errors import PassError
 from hwcompile.model import Model, TensorSpec, shape_of
 from hwcompile.rewrite import call_name, dataflow_bindings
+from hwcompile.targets.cpu import host_build_target
 
 
 def _ends_in_softmax(binding: relax.VarBinding) -> bool:
@@ -155,28 +156,11 @@ class GradientFunction:
         return ForwardFunction(self.vm, self.names, self.batch)
 
 
-# LLVM -O3 builds a training graph (hundreds of kernels) in 2.4x the time of -O1, and its
-# code runs 2x faster: on ppocr_mobile_v2_cls at batch 8, 146 s vs 60 s to build, 0.074 vs
-# 0.141 s per sample. -O3 pays from about this many samples run through the build.
-O3_FROM_SAMPLES = 1200
-
-
-def build_target(samples: int | None) -> tvm.target.Target:
-    """The host target, at -O1 when the build will run fewer than ``O3_FROM_SAMPLES``
-    samples (``None``: unknown, -O3)."""
-    from hwcompile.targets.cpu import host_target
-
-    target = host_target()
-    if samples is None or samples >= O3_FROM_SAMPLES:
-        return target
-    return tvm.target.Target({**target.export(), "opt-level": 1})
-
-
 def gradient_function(model: Model, batch: int, *, distill: bool = False, tau: float = 4.0,
                       alpha: float = 0.5, samples: int | None = None) -> GradientFunction:
     """Compile the loss-and-gradient function of ``model`` for a fixed ``batch``;
     ``samples``: how many it will run (forward passes of the build included), which
-    chooses the optimization level (``build_target``)."""
+    chooses the optimization level (``host_build_target``)."""
     mod = relax.transform.DecomposeOpsForInference()(training_graph(model, batch)[0].mod)
     logits_ty = mod["main"].ret_ty
     if not isinstance(logits_ty, relax.TensorType) or logits_ty.ndim != 2:
@@ -190,7 +174,7 @@ def gradient_function(model: Model, batch: int, *, distill: bool = False, tau: f
         raise PassError(f"Relax autodiff cannot differentiate this model: "
                         f"{str(err).strip().splitlines()[-1]}") from None
     mod = tvm.IRModule({"main_loss_adjoint": mod["main_loss_adjoint"], "main": mod["main"]})
-    executable = tvm.compile(mod, build_target(samples))
+    executable = tvm.compile(mod, host_build_target(samples))
     vm = relax.VirtualMachine(executable, tvm.cpu())
     return GradientFunction(vm, [v.name for v in param_vars], batch, distill)
 
@@ -222,7 +206,7 @@ def forward_function(model: Model, batch: int = 64, logits: bool = False,
     """``model``'s forward pass built for ``batch`` samples per run; with ``logits`` its
     output is the input of a final softmax. ``samples``: see ``gradient_function``."""
     graph, _ = training_graph(model, batch, logits=logits)
-    vm = relax.VirtualMachine(tvm.compile(graph.mod, build_target(samples)), tvm.cpu())
+    vm = relax.VirtualMachine(tvm.compile(graph.mod, host_build_target(samples)), tvm.cpu())
     return ForwardFunction(vm, [v.name for v in graph.param_vars], batch)
 
 

@@ -82,7 +82,7 @@ def finetune_model(model: Model, x: np.ndarray, labels: np.ndarray | None, *, st
 def training_function(model: Model, batch: int, distill: bool = False, tau: float = 4.0,
                       alpha: float = 0.7, samples: int | None = None) -> autodiff.GradientFunction:
     """The gradient (and forward) build ``finetune_model`` trains ``model`` with; ``samples``
-    it will run in all (``autodiff.build_target``)."""
+    it will run in all (``host_build_target``)."""
     return autodiff.gradient_function(model, batch, distill=distill, tau=tau, alpha=alpha,
                                       samples=samples)
 

@@ -70,7 +70,7 @@ def layer_errors(model: Model, emitters: list[IntegerEmitter], positions: list[i
     twins = [emitter.run(exposed(model, positions)) for emitter in emitters]
     vm = compile_for_host(paired(model, twins, positions,
                                  lambda kernels, want, got: kernels.error_sums(want, got)),
-                          progress, "quantization report")
+                          progress, "quantization report", len(data.feeds))
     names = [s.name for s in model.inputs]
     sums = np.zeros((len(positions) * len(twins), 4))
     steps = Steps(progress, "quantization report", len(data.feeds))

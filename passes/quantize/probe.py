@@ -25,20 +25,28 @@ from tvm.relax.utils import copy_with_new_vars
 from hwcompile import parallel_build
 from hwcompile.model import Model
 from hwcompile.progress import BuildProgress
-from hwcompile.rewrite import dataflow_bindings
-from hwcompile.targets.cpu import cpu_target
+from hwcompile.rewrite import dataflow_bindings, free_vars
+from hwcompile.targets.cpu import CpuTarget, host_build_target
 
 from .kernels import Emitter
 
 _DEQUANTIZE = tvm.ir.Op.get("relax.dequantize")
+# Bindings per dataflow block of a report function. TVM's ConvertLayout copies its map of
+# every variable seen in the block for each call it converts: quadratic in the block's
+# length (mobilenetv3_small's report, float model and four twins in 4,847 bindings: 10 s
+# in one block). Blocks of this size keep it linear at the price of a layout conversion of
+# the few tensors live across each cut, and kernels do not fuse across it.
+REPORT_BLOCK_BINDINGS = 500
 
 
 def compile_for_host(mod: tvm.IRModule, progress: Callable[[str], None] | None = None,
-                     what: str = "compiling a probe") -> relax.VirtualMachine:
+                     what: str = "compiling a probe", samples: int | None = None
+                     ) -> relax.VirtualMachine:
     """``mod`` built for this CPU with the CPU target's pipeline (TVM's stock lowering if
     that fails, as the target itself does), loaded in a VM (LLVM emits its machine code
-    then); ``progress`` hears of the build's phases as ``what``."""
-    target = cpu_target(None)
+    then); ``progress`` hears of the build's phases as ``what``. ``samples``: how many the
+    build will run, which chooses LLVM's optimization level (``host_build_target``)."""
+    target = CpuTarget(host_build_target(samples), "cpu")
     with BuildProgress(progress, what) if progress else nullcontext():
         try:
             executable = parallel_build.compile(mod, target.tvm_target, target.relax_pipeline(),
@@ -124,13 +132,13 @@ class ProbeModule:
             bb.emit_func_output(out)
 
     def compile(self, progress: Callable[[str], None] | None = None,
-                what: str = "compiling a probe") -> None:
+                what: str = "compiling a probe", samples: int | None = None) -> None:
         functions = dict(self._others)
         functions.update(dict(self._bb.get().functions_items()))
         mod = tvm.IRModule(functions, attrs=self.model.mod.attrs)
         self._vm = compile_for_host(relax.transform.DeadCodeElimination(
             [gv.name_hint for gv, f in functions.items() if isinstance(f, relax.Function)])(mod),
-            progress, what)
+            progress, what, samples)
 
     def __call__(self, name: str, feed: dict[str, np.ndarray], *extra: np.ndarray
                  ) -> list[np.ndarray]:
@@ -200,6 +208,54 @@ def paired(model: Model, quantized_probes: Sequence[Model], positions: Sequence[
     functions = {gv: f for probe in quantized_probes for gv, f in probe.mod.functions_items()
                  if gv.name_hint != "main"}
     functions.update({gv: f for gv, f in model.mod.functions_items() if gv.name_hint != "main"})
-    functions.update(dict(bb.get().functions_items()))
+    functions.update({gv: in_blocks(f, REPORT_BLOCK_BINDINGS) if gv.name_hint == "main" else f
+                      for gv, f in bb.get().functions_items()})
     return relax.transform.DeadCodeElimination(["main"])(
         tvm.IRModule(functions, attrs=model.mod.attrs))
+
+
+@relax.expr_functor.mutator
+class _Renamed(relax.PyExprMutator):
+    """Replaces variables by others (``renamed``), in expressions visited one by one."""
+
+    def __init__(self, renamed: dict[relax.Var, relax.Var]):
+        super().__init__()
+        self.renamed = renamed
+
+    def visit_var_(self, var: relax.Var) -> relax.Expr:
+        return self.renamed.get(var, var)
+
+    def visit_dataflow_var_(self, var: relax.DataflowVar) -> relax.Expr:
+        return self.renamed.get(var, var)
+
+
+def in_blocks(func: relax.Function, size: int) -> relax.Function:
+    """``func`` (one dataflow block) with its bindings in dataflow blocks of at most ``size``;
+    a value used after its block ends leaves it as the block's output."""
+    bindings = dataflow_bindings(func)
+    if len(func.body.blocks) != 1 or len(bindings) <= size:
+        return func
+    last_use: dict[relax.Var, int] = {}
+    for index, binding in enumerate(bindings):
+        for var in free_vars(binding.value):
+            last_use[var] = index
+    for var in free_vars(func.body.body):
+        last_use[var] = len(bindings)
+    renamed: dict[relax.Var, relax.Var] = {}
+    rename = _Renamed(renamed)
+    normalize = relax.BlockBuilder().normalize
+    blocks = []
+    for start in range(0, len(bindings), size):
+        block = [relax.VarBinding(b.var, normalize(rename.visit_expr(b.value)))
+                 for b in bindings[start:start + size]]
+        aliases = []  # between the dataflow blocks: normalizing would merge adjacent ones
+        for binding in bindings[start:start + size]:
+            var = binding.var
+            if isinstance(var, relax.DataflowVar) and last_use.get(var, -1) >= start + size:
+                output = relax.Var(var.name, var.ty)
+                block.append(relax.VarBinding(output, var))
+                renamed[var] = relax.Var(var.name, var.ty)
+                aliases.append(relax.VarBinding(renamed[var], output))
+        blocks += [relax.DataflowBlock(block), relax.BindingBlock(aliases)]
+    body = relax.SeqExpr(blocks, rename.visit_expr(func.body.body))
+    return normalize(relax.Function(func.params, body, func.ret_ty, func.is_pure, func.attrs))

@@ -7,6 +7,6 @@
 - ``integer_graph``: rewrites of the quantized graph; ``channel_padding``: whole registers.
 """
 
-from .target import CpuTarget, cpu_target, host_target
+from .target import O3_FROM_SAMPLES, CpuTarget, cpu_target, host_build_target, host_target
 
-__all__ = ["CpuTarget", "cpu_target", "host_target"]
+__all__ = ["O3_FROM_SAMPLES", "CpuTarget", "cpu_target", "host_build_target", "host_target"]

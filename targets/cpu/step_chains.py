@@ -25,7 +25,7 @@ import tvm_ffi
 from tvm import relax, tirx
 from tvm.s_tir import stmt as sblock
 
-from hwcompile.rewrite import free_vars
+from hwcompile.rewrite import binding_users, free_vars
 
 # TVM keeps a kernel-local buffer below this size on the stack (others: a workspace call).
 _MAX_STACK_BYTES = 1024
@@ -138,21 +138,15 @@ def merge_chain(kernels: list[tirx.PrimFunc], args: list[list[int]], outputs: li
     return tirx.PrimFunc(params, sblock.SBlockRealize([], True, root)).with_attrs(attrs)
 
 
-def _users_outside(bindings: list[relax.VarBinding], chain: set[int], ret: relax.Expr) -> set:
-    used = set(free_vars(ret))
-    for index, binding in enumerate(bindings):
-        if index not in chain:
-            used.update(free_vars(binding.value))
-    return used
-
-
 def _merged_block(block: relax.DataflowBlock, ret: relax.Expr, builder: relax.BlockBuilder,
                   mod: tvm.IRModule) -> relax.DataflowBlock:
     bindings = list(block.bindings)
     replaced: dict[int, list[relax.VarBinding]] = {}
-    for chain in _chains(bindings, mod):
+    chains = _chains(bindings, mod)
+    users = binding_users(bindings) if chains else {}
+    returned = set(free_vars(ret))
+    for chain in chains:
         members = set(chain)
-        outside = _users_outside(bindings, members, ret)
         position = {bindings[i].var: k for k, i in enumerate(chain)}
         inputs: list[relax.Expr] = []
         args = []
@@ -169,8 +163,9 @@ def _merged_block(block: relax.DataflowBlock, ret: relax.Expr, builder: relax.Bl
                 numbers.append(match)
             args.append(numbers)
         args = [[n if n >= 0 else len(inputs) + (-1 - n) for n in numbers] for numbers in args]
-        outputs = [k for k, i in enumerate(chain) if bindings[i].var in outside
-                   or not isinstance(bindings[i].var, relax.DataflowVar)]  # read after the block
+        outputs = [k for k, i in enumerate(chain)  # read after the chain or the block
+                   if bindings[i].var in returned or not isinstance(bindings[i].var, relax.DataflowVar)
+                   or any(u not in members for u in users.get(bindings[i].var, ()))]
         internal = [k for k in range(len(chain)) if k not in outputs]
         kernels = [mod[bindings[i].value.args[0]] for i in chain]
         merged = merge_chain(kernels, args, outputs, len(inputs), internal)
