@@ -12,6 +12,7 @@ from conftest import float_model, ort_run
 from onnx import helper, numpy_helper
 
 import hwcompile
+from hwcompile.passes import quantize
 
 
 def test_bias_overflow_leaves_that_layer_in_float(tmp_path):
@@ -42,6 +43,41 @@ def test_bias_overflow_leaves_that_layer_in_float(tmp_path):
     x = calib["x"][0]
     np.testing.assert_allclose(hwcompile.load(art)(x), ort_run(model, {"x": x})[0],
                                rtol=0.05, atol=0.05)
+
+
+def test_a_layer_only_one_range_method_cannot_quantize(tmp_path, monkeypatch):
+    """The report compares range methods; a layer whose bias overflows under one method's
+    ranges only (ppocrv4_rec's under percentile) stays float in that variant, and the
+    others still quantize it (the pass used to fail)."""
+    real_range = quantize.tensor_range
+
+    def percentile_ranges_tiny(stats, method, **options):
+        low, high = real_range(stats, method, **options)
+        return (low * 1e-7, high * 1e-7) if method == "percentile" else (low, high)
+
+    monkeypatch.setattr(quantize, "tensor_range", percentile_ranges_tiny)
+    rng = np.random.default_rng(0)
+    w1 = numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array(rng.standard_normal((4, 8, 1, 1)).astype(np.float32), "w2")
+    b2 = numpy_helper.from_array(np.full(4, 0.5, np.float32), "b2")
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2", "b2"], ["y"])]
+    model = float_model("overflow", nodes, [w1, w2, b2], {"x": [1, 3, 8, 8]}, {"y": [1, 4, 8, 8]})
+    calib = {"x": rng.standard_normal((8, 1, 3, 8, 8)).astype(np.float32)}
+    lines = []
+    path = tmp_path / "m.onnx"
+    path.write_bytes(model.SerializeToString())
+    art = hwcompile.compile(str(path), "cpu", tmp_path / "art", calibration=calib,
+                            passes="fold-constants,quantize", progress=lines.append)
+    details = next(p for p in json.loads((art / "metadata.json").read_text())["pipeline"]
+                   if p["pass"].startswith("quantize"))["details"]
+    assert details["range_method"]["applied"] == "mse"
+    assert "left_float" not in details and not any("left in float" in line for line in lines)
+    assert details["output_sqnr_db"] > 30
+    x = calib["x"][0]
+    want = ort_run(model, {"x": x})[0]
+    assert np.abs(hwcompile.load(art)(x) - want).max() <= 0.03 * np.abs(want).max()
 
 
 def _quantize(tmp_path, model, calib):

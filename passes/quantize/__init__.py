@@ -80,32 +80,41 @@ def quantize(model: Model, ctx: PassContext, *,
                               shifts if corrected else {}, how)
 
     kept = set(keep_float or [])
-    emitter, quantized, left_float = _emit_quantizable(make, kept, ctx)
+    emitter, quantized, left_float = _emit_quantizable(make, kept, ctx.progress)
     extra: dict = {"calibration_samples": data.num_samples, "statistics_from_cache": from_cache}
-    if left_float:
-        extra["left_float"] = left_float
     if max_drop is not None:
         quantized, emitter, kept, extra["accuracy"] = _control(
             model, quantized, emitter, kept, names, make, max_drop, eval, data, ctx)
-    extra.update(coverage(emitter, left_float))
-    # The last float tensor stands for the output (the last binding may be a tuple).
-    last = float_positions(model)[-1]
-    positions = sorted({r.position for r in emitter.records} | {last})
     # Bias correction and the range method are no sure gain in a whole network (README):
     # by default every combination runs in the report and the one whose output is closest
     # to float is kept — unless accuracy control already chose the layers on the first.
     choose = max_drop is None
     corrections = [True, False] if bias_correction is None and shifts and choose else [True]
     variants = [(how, c) for how in (methods if choose else methods[:1]) for c in corrections]
-    all_errors = accuracy.layer_errors(model, [make(kept, c, how) for how, c in variants],
-                                       positions, data.head(REPORT_SAMPLES), ctx.progress)
+    # Each variant's own integer model: a layer that one variant's ranges cannot represent
+    # (a bias overflowing int32) stays float in that variant only.
+    candidates = [(emitter, quantized, left_float, kept)]
+    for how, corrected in variants[1:]:
+        own_kept = set(keep_float or [])
+        candidates.append((*_emit_quantizable(
+            lambda k, how=how, corrected=corrected: make(k, corrected, how), own_kept,
+            lambda message: None), own_kept))
+    # The last float tensor stands for the output (the last binding may be a tuple).
+    last = float_positions(model)[-1]
+    positions = sorted({r.position for c in candidates for r in c[0].records} | {last})
+    all_errors = accuracy.layer_errors(model, [c[0] for c in candidates], positions,
+                                       data.head(REPORT_SAMPLES), ctx.progress)
     output_sqnr = [errors[last][0] for errors in all_errors]
     best = max(range(len(variants)), key=lambda v: output_sqnr[v])
     errors = all_errors[best]
     extra.update(_choices(variants, best, output_sqnr, ctx))
-    if best:
-        emitter = make(kept, variants[best][1], variants[best][0])
-        quantized = emitter.run()
+    for layer, reason in candidates[best][2].items():
+        if layer not in left_float:
+            ctx.progress(f"quantize: layer '{layer}' left in float: {reason}")
+    emitter, quantized, left_float, kept = candidates[best]
+    if left_float:
+        extra["left_float"] = left_float
+    extra.update(coverage(emitter, left_float))
     extra["output_sqnr_db"] = report._number(errors[last][0])
     kept_list = [n for n in names if n in kept]
     ctx.details.update(report.details(scheme, emitter.records, errors, kept_list,
@@ -140,7 +149,7 @@ def _choices(variants: list[tuple[str, bool]], best: int, output_sqnr: list[floa
     return extra
 
 
-def _emit_quantizable(make, kept: set[str], ctx) -> tuple:
+def _emit_quantizable(make, kept: set[str], say) -> tuple:
     """The integer model, with every layer that has no integer form (``kept`` grows by
     them) left in float; says which and why, one line each."""
     left_float: dict[str, str] = {}
@@ -151,12 +160,12 @@ def _emit_quantizable(make, kept: set[str], ctx) -> tuple:
             for layer, reason in emitter.sensitive_layers.items():
                 if layer not in left_float:
                     left_float[layer] = reason
-                    ctx.progress(f"quantize: layer '{layer}' left in float: {reason}")
+                    say(f"quantize: layer '{layer}' left in float: {reason}")
             return emitter, quantized, left_float
         except UnquantizableLayer as err:
             kept.add(err.layer)
             left_float[err.layer] = err.reason
-            ctx.progress(f"quantize: layer '{err.layer}' left in float: {err.reason}")
+            say(f"quantize: layer '{err.layer}' left in float: {err.reason}")
 
 
 def _control(model, quantized, emitter, kept, names, make, max_drop, eval_path, data, ctx):
