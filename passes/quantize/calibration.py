@@ -239,7 +239,7 @@ def collect(model: Model, keys: list[str], data: CalibrationSet, histograms: boo
             return cached, True
     progress(f"calibration: compiling a probe of {len(keys)} tensors")
     probe = _probe(model, keys, histograms)
-    probe.compile(progress, "calibration probe", 2 * len(data.feeds))  # ranges, histograms
+    probe.compile(progress, "calibration probe")
     ranks = {k: v.ty.ndim for v, k in key_of(model).items() if k in set(keys)}
     acc = {n: _Accumulator() for n in keys}
     no_edges = [np.full((len(keys), BINS + 1), np.nan)] if histograms else []

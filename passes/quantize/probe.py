@@ -132,13 +132,13 @@ class ProbeModule:
             bb.emit_func_output(out)
 
     def compile(self, progress: Callable[[str], None] | None = None,
-                what: str = "compiling a probe", samples: int | None = None) -> None:
+                what: str = "compiling a probe") -> None:
         functions = dict(self._others)
         functions.update(dict(self._bb.get().functions_items()))
         mod = tvm.IRModule(functions, attrs=self.model.mod.attrs)
         self._vm = compile_for_host(relax.transform.DeadCodeElimination(
             [gv.name_hint for gv, f in functions.items() if isinstance(f, relax.Function)])(mod),
-            progress, what, samples)
+            progress, what)
 
     def __call__(self, name: str, feed: dict[str, np.ndarray], *extra: np.ndarray
                  ) -> list[np.ndarray]:
