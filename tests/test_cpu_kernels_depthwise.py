@@ -135,6 +135,25 @@ def test_depthwise_block_matches_onnxruntime_in_nhwc(tmp_path, case):
     _assert_nhwc_between_convs(model, depthwise_convs=2)
 
 
+@pytest.mark.parametrize("kernel, unrolled", [(3, ["ry", "rx", "x_1"]), (5, ["ry", "x_1"])])
+def test_a_large_window_keeps_its_columns_a_loop(kernel, unrolled):
+    """A 3×3 window is unrolled whole into the register tile; a 5×5 one over 17 columns
+    (425 bounds-checked multiply-adds, ~1 s of lowering and LLVM each) keeps its columns
+    a loop. The 5×5 cases above check the numbers of that loop against onnxruntime."""
+    from tvm.s_tir import Schedule
+
+    mod, bindings = _kernels(_block_model(kernel=kernel))
+    first = next(_callee(b) for b in bindings if "depthwise" in _callee(b).name_hint)
+    func = ScheduleDepthwise(resolve_target("cpu").default_schedule_lanes)(mod)[first.name_hint]
+    sch = Schedule(tvm.IRModule({"main": func}))
+    loops = {sch.get(loop).loop_var.name: sch.get(loop).kind
+             for loop in sch.get_loops(sch.get_sblock("depthwise_conv2d_nhwc_update"))}
+    # the window's rows and columns, the tile's columns (x_1)
+    assert [name for name in ("ry", "rx", "x_1")
+            if loops[name] == tvm.tirx.ForKind.UNROLLED] == unrolled
+    assert loops["c_1"] == tvm.tirx.ForKind.VECTORIZED
+
+
 def test_symbolic_batch(tmp_path):
     model = _block_model(kernel=5, stride=2, batch="N")
     x = np.random.default_rng(2).uniform(-1, 1, (3, 3, SIZE, SIZE)).astype(np.float32)

@@ -139,6 +139,11 @@ _SCHEDULED = "tirx.is_scheduled"  # what HeuristicCpuSchedule and the database s
 _PARALLEL_MIN_WORK = 1 << 17
 _SYMBOLIC_BATCH_GUESS = 8  # what a symbolic batch counts as in that decision
 _ACCUMULATOR_REGISTERS = 12  # of AVX2's 16 (AVX-512: 32); the rest hold weights and inputs
+# Most multiply-adds of a register tile's window unrolled whole (3×3 windows, up to 22
+# columns). Every one carries a bounds check for the padding, a branch for TVM's lowering
+# and LLVM: layout_cdla's 5×5 windows over 19 columns (475) took 0.6–1.1 s each to compile;
+# above this, the window's columns stay a loop (rows × columns unrolled: 95).
+_UNROLLED_WINDOW_MAX = 200
 
 
 def _extent(sch: Schedule, loop) -> int | None:
@@ -190,7 +195,8 @@ def holds_depthwise(kernel: IRModule) -> bool:
 
 def schedule_depthwise(func: tvm.tirx.PrimFunc, lanes: int) -> tvm.tirx.PrimFunc | None:
     """The depthwise kernel scheduled: rows of the output in parallel, each row in tiles of
-    ``columns × channel vector`` accumulated in registers over the kernel window (unrolled),
+    ``columns × channel vector`` accumulated in registers over the kernel window (unrolled;
+    a large window's columns a loop),
     the epilogue applied at the tile's write-back. None when ``func`` holds no depthwise
     conv of ``depthwise_nhwc`` or its shape is not static."""
     sch = Schedule(IRModule({"main": func}))
@@ -214,7 +220,8 @@ def schedule_depthwise(func: tvm.tirx.PrimFunc, lanes: int) -> tvm.tirx.PrimFunc
         pass  # no epilogue, or one that stays a block
     if math.prod(extents) * (_extent(sch, n) or _SYMBOLIC_BATCH_GUESS) >= _PARALLEL_MIN_WORK:
         sch.parallel(sch.fuse(n, y, x_out))  # row tiles: work for both cores on 2-3 rows
-    for loop in (ry, rx, x_in):
+    window = extents[3] * extents[4] * rows * max(1, vec // lanes)
+    for loop in (ry, rx, x_in) if window <= _UNROLLED_WINDOW_MAX else (ry, x_in):
         sch.unroll(loop)
     sch.vectorize(c_in)
     sch.vectorize(sch.get_loops(acc)[-1])
