@@ -12,17 +12,42 @@ the grouping into LLVM modules differs.
 from __future__ import annotations
 
 import os
+import tempfile
 import threading
+from collections.abc import Callable
 
 import tvm
 from tvm import relax
 from tvm.relax import vm_build
+from tvm.runtime import _ffi_api as runtime_api
+from tvm.support import cc
 
 MAX_JOBS = 4  # each job holds a whole LLVM module in memory
 
 
 def default_jobs() -> int:
     return max(1, min(MAX_JOBS, len(os.sched_getaffinity(0))))
+
+
+def _on_threads(work: Callable[[int], None], count: int) -> None:
+    """``work(0) … work(count - 1)``, each on its own thread (the first on this one); the
+    first exception raised re-raised here once all have ended."""
+    errors: list[BaseException] = []
+
+    def run(index: int) -> None:
+        try:
+            work(index)
+        except BaseException as err:  # re-raised on the calling thread
+            errors.append(err)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(1, count)]
+    for thread in threads:
+        thread.start()
+    run(0)
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
 
 
 def _build_parts(kernels: tvm.IRModule, target: tvm.target.Target, jobs: int, jit: bool
@@ -35,26 +60,15 @@ def _build_parts(kernels: tvm.IRModule, target: tvm.target.Target, jobs: int, ji
              for i in range(min(jobs, len(items)))]
     context = tvm.transform.PassContext.current()  # thread-local: each worker enters it
     libs: list[tvm.runtime.Module | None] = [None] * len(parts)
-    errors: list[BaseException] = []
 
     def build(index: int) -> None:
-        try:
-            with context:
-                libs[index] = tvm.tirx.build(parts[index], target=target)
-            if jit:  # the first lookup JIT-compiles the whole module
-                kernel = next(iter(parts[index].functions.values()))
-                libs[index].get_function(str(kernel.attrs["global_symbol"]))
-        except BaseException as err:  # re-raised on the calling thread
-            errors.append(err)
+        with context:
+            libs[index] = tvm.tirx.build(parts[index], target=target)
+        if jit:  # the first lookup JIT-compiles the whole module
+            kernel = next(iter(parts[index].functions.values()))
+            libs[index].get_function(str(kernel.attrs["global_symbol"]))
 
-    threads = [threading.Thread(target=build, args=(i,)) for i in range(1, len(parts))]
-    for thread in threads:
-        thread.start()
-    build(0)
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
+    _on_threads(build, len(parts))
     root = libs[0]
     for lib in libs[1:]:
         root.import_module(lib)
@@ -81,3 +95,26 @@ def compile(mod: tvm.IRModule, target: tvm.target.Target, relax_pipeline: tvm.tr
     params = dict(attrs.get("const_name_to_constant", {}))
     return relax.VMExecutable(relax._ffi_api.VMLink(builder, target, lib, [], params))
 
+
+
+def export_library(executable: relax.VMExecutable, path: str) -> None:
+    """``executable.export_library(path)`` for a host build, LLVM's machine code for each of
+    its kernel modules emitted on a thread of its own (TVM writes them one after the other:
+    4 s of layout_cdla's compile). The same object files, named and linked in TVM's order."""
+    root = executable.mod
+    modules = root._collect_dso_modules()
+    if not modules or any(m.kind != "llvm" for m in modules):
+        executable.export_library(path)
+        return
+    with tempfile.TemporaryDirectory() as work:
+        files = [os.path.join(work, f"lib{i}.o") for i in range(len(modules))]
+        _on_threads(lambda i: modules[i].write_to_file(files[i]), len(modules))
+        if root.imports:  # the VM's bytecode and the import tree, as export_library packs them
+            first = modules[-1]
+            prefix = first.get_function("__tvm_get_system_lib_prefix")() or ""
+            packed = runtime_api.ModulePackImportsToLLVM(
+                root, first.get_function("__tvm_is_system_module")(),
+                first.get_function("_get_target_string")(), prefix)
+            files.append(os.path.join(work, f"{prefix}devc.o"))
+            packed.write_to_file(files[-1])
+        cc.create_shared(path, files)

@@ -48,3 +48,16 @@ def test_split_build_matches_one_module_in_process_and_exported(tmp_path):
     split.export_library(str(tmp_path / "m.so"))
     np.testing.assert_array_equal(_run(tvm.runtime.load_module(str(tmp_path / "m.so")), x),
                                   expected)
+
+
+def test_export_on_threads_writes_the_library_tvm_writes(tmp_path):
+    """The objects emitted on threads, linked as export_library links them: the same bytes,
+    and the library runs."""
+    mod, x = _module()
+    target = cpu_target(None)
+    split = parallel_build.compile(mod, target.tvm_target, target.relax_pipeline(), jobs=3)
+    split.export_library(str(tmp_path / "tvm.so"))
+    parallel_build.export_library(split, str(tmp_path / "threads.so"))
+    assert (tmp_path / "threads.so").read_bytes() == (tmp_path / "tvm.so").read_bytes()
+    np.testing.assert_array_equal(
+        _run(tvm.runtime.load_module(str(tmp_path / "threads.so")), x), _run(split, x))

@@ -133,7 +133,7 @@ class CpuTarget(Target):
                   } if db else {}
         extra["lowering"] = lowering
         if not self.cross:
-            executable.export_library(str(out_dir / "model.so"))
+            parallel_build.export_library(executable, str(out_dir / "model.so"))
             runtime_weights = {"file": SPARSE_FILE, "format": "csr",
                                "weights": write_sparse(out_dir / SPARSE_FILE, model.params, sparse)
                                } if sparse else {}
