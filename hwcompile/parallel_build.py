@@ -6,7 +6,8 @@ idles. Here the kernels are split into one module per available core, built in p
 (TVM's calls release the GIL) and linked as one executable: the root module imports the
 others, and exporting it links all their objects into one library. Each kernel is the same
 function compiled by the same LLVM with the same options, so the code is the same; only
-the grouping into LLVM modules differs.
+the grouping into LLVM modules differs. ``export_library`` then has LLVM emit the modules'
+object files on threads too, which TVM's export does one after the other.
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ between two layout transposes (and the elementwise ops around them NCHW too). He
   padding, so it costs no kernel and no padded copy. Bias and activations fuse after it.
 - ``ScheduleDepthwise`` (before the default heuristics, which then skip these kernels)
   schedules them: output rows in parallel; per row, tiles of ``columns × channel vector``
-  accumulated in registers over the unrolled kernel window; the pad a bounds check on the
+  accumulated in registers over the unrolled kernel window (a large window's columns a
+  loop: every unrolled read is a branch to lower and compile); the pad a bounds check on the
   read; the epilogue (bias, hard-swish, requantization) applied at the tile's write-back.
   On PP-LCNet's depthwise kernels: ~6× faster than ``defaults.py``'s schedule, which left
   hard-swish as five passes over memory.
