@@ -13,7 +13,13 @@ from tvm import te
 
 import hwcompile.targets.cpu.layout as cpu_layout_module
 from hwcompile.target import resolve_target
-from hwcompile.targets.cpu.int8_epilogue import requantize_expr, table_lookup, wrapping_sum
+from hwcompile.targets.cpu.int8_epilogue import (
+    requantize_expr,
+    rescale_expr,
+    rescale_fits_int32,
+    table_lookup,
+    wrapping_sum,
+)
 
 HOST = resolve_target("cpu").tvm_target
 VBMI = {"kind": "llvm", "mcpu": "icelake-server", "num-cores": 2}  # AVX-512 VNNI and VBMI
@@ -64,6 +70,45 @@ def test_requantization_equals_the_int64_reference(shift):
     np.testing.assert_array_equal(got.numpy(), want)
     if shift >= 30:  # not a degenerate test: many values inside the clip range
         assert np.count_nonzero((want > -128) & (want < 127)) > rows
+
+
+def _rescaled(q1: np.ndarray, q2: np.ndarray, terms: list, shift: int, zp: int) -> np.ndarray:
+    """``rescale_expr`` of two code arrays, vectorized by 16, compiled for this CPU."""
+    a, b = (te.placeholder((q1.size,), "int8", name=n) for n in "ab")
+    out = te.compute((q1.size,), lambda i: rescale_expr([a[i], b[i]], terms, shift, zp, -128, 127),
+                     name="r")
+    sch = tvm.s_tir.Schedule(te.create_prim_func([a, b, out]))
+    _, inner = sch.split(sch.get_loops(sch.get_sblock("r"))[0], [None, 16])
+    sch.vectorize(inner)
+    got = tvm.runtime.tensor(np.zeros(q1.size, np.int8))
+    tvm.compile(sch.mod, HOST)["main"](tvm.runtime.tensor(q1), tvm.runtime.tensor(q2), got)
+    return got.numpy()
+
+
+@pytest.mark.parametrize("shift", [17, 29, 30, 31, 40])
+def test_rescaled_sum_equals_the_int64_reference(shift):
+    """A residual add's ``Σ (q_i − zp_i)·m_i`` requantized in int32 (the multiplier split in
+    16-bit halves): numpy's int64 integers for every pair of int8 codes, with the extreme
+    zero points and multipliers and random ones."""
+    codes = np.arange(-128, 128)
+    q1, q2 = (a.ravel().astype(np.int8) for a in np.meshgrid(codes, codes))
+    rng = np.random.default_rng(shift)
+    extremes = [(-128, 2**31 - 1), (127, -2**31)]
+    for terms in (extremes, [(int(rng.integers(-128, 128)), int(rng.integers(2**29, 2**31)))
+                             for _ in range(2)]):
+        assert rescale_fits_int32(terms, shift)
+        zp = int(rng.integers(-20, 20))
+        total = sum((q.astype(np.int64) - z) * m for q, (z, m) in zip((q1, q2), terms))
+        want = np.clip(((total + (1 << (shift - 1))) >> shift) + zp, -128, 127).astype(np.int8)
+        np.testing.assert_array_equal(_rescaled(q1, q2, terms, shift, zp), want)
+        if shift >= 29 and terms is not extremes:  # the pass's shifts: not all clipped
+            assert np.count_nonzero((want > -128) & (want < 127)) > 256
+
+
+def test_rescaled_sum_keeps_int64_where_int32_could_overflow():
+    assert not rescale_fits_int32([(0, 2**30)], 16)  # the rounding term has no high half
+    assert not rescale_fits_int32([(0, 2**31 - 1)] * 300, 31)  # 300 terms: A overflows
+    assert rescale_fits_int32([(0, 2**31 - 1)] * 60, 31)
 
 
 def test_wrapping_sum_is_the_int32_sum():
@@ -160,6 +205,7 @@ def test_models_compute_the_same_outputs(quantized, target, feature, lookups, mo
     kernels = {line.split(":")[0] for line in asm.splitlines()
                if line.startswith("fused_conv2d") and line.endswith("_compute_:")}
     assert sum("requantize" in k for k in kernels) == 3  # the three convs an int8 op reads
+    assert any("rescale" in k for k in kernels)  # the residual add, fused into a conv
     assert any("table_lookup" in k for k in kernels) == lookups
     assert ("vpermt2b" in asm or "vpermi2b" in asm) == lookups
     if not _host_has(feature):

@@ -19,6 +19,20 @@ floor division by a power of two. ``|h| ≤ 2^30`` and ``2^(s−33) ≤ 2^29`` (
 nothing overflows int32. Convs have ``s`` ≈ 36–42 (the accumulator scale is far below the
 output's); ``s < 33`` keeps the int64 form, with ``m`` an int32 operand (``vpmuldq``).
 
+The integer ops between layers (a residual add, a concat input rescaled to the concat's
+scale) requantize a sum of int8 codes in int64 as well:
+
+    q = clip(((Σ (int64(q_i) − zp_i)·m_i + 2^(s−1)) >> s) + zp, low, high)    (m_i: int32)
+
+With ``m_i = a_i·2^16 + b_i`` (``0 ≤ b_i < 2^16``) the sum is ``2^16·A + B``,
+``A = Σ (q_i − zp_i)·a_i + 2^(s−17)`` and ``B = Σ (q_i − zp_i)·b_i``, each a few int8 × 16-bit
+products (int32), and, by the same argument on the fraction ``(B mod 2^16) / 2^16``,
+
+    q = clip(((A + (B >> 16)) >> (s − 16)) + zp, low, high)                      (int32)
+
+used where interval arithmetic over all codes bounds ``A`` and ``B`` inside int32 (``s ≥ 17``):
+no int64 multiplies (``vpmullq``), shifts and clips on half-width registers.
+
 A lookup ``table[q + 128]`` (SiLU and other elementwise chains, ``passes/quantize/lookup.py``)
 is a gather: one scalar load per lane, ~50 instructions per 16 outputs. With AVX512-VBMI it
 is two ``vpermi2b`` (each a 128-entry table in two zmm registers, indexed by the low 7 bits
@@ -141,6 +155,55 @@ def requantize_expr(acc: tirx.PrimExpr, multiplier: tirx.PrimExpr, shift: int, z
     return tirx.Cast("int8", clipped)
 
 
+RESCALE_SPLIT = 16  # m = a·2^16 + b: both halves multiply an int8 code within int32
+
+
+def _split(multiplier: int) -> tuple[int, int]:
+    return multiplier >> RESCALE_SPLIT, multiplier & ((1 << RESCALE_SPLIT) - 1)
+
+
+def _rescale_constants(terms: list[tuple[int, int]], shift: int) -> tuple[int, int]:
+    """The constant parts of ``A`` and ``B``: the rounding term and ``−Σ zp_i·a_i``, ``−Σ zp_i·b_i``."""
+    a_sum = (1 << (shift - RESCALE_SPLIT - 1)) - sum(zp * _split(m)[0] for zp, m in terms)
+    return a_sum, -sum(zp * _split(m)[1] for zp, m in terms)
+
+
+def rescale_fits_int32(terms: list[tuple[int, int]], shift: int) -> bool:
+    """Whether ``rescale_expr``'s int32 form holds for int8 codes with these (zero point,
+    multiplier) terms: every partial sum of ``A`` and ``B`` (module docstring) and their
+    carried sum inside int32 for every code."""
+    if not RESCALE_SPLIT < shift <= 62:
+        return False
+    sums = [(c, c) for c in _rescale_constants(terms, shift)]  # A, B: (lowest, highest)
+    seen = [v for pair in sums for v in pair]
+    for _, m in terms:
+        for k, part in enumerate(_split(m)):
+            ends = (part * -128, part * 127)
+            sums[k] = (sums[k][0] + min(ends), sums[k][1] + max(ends))
+            seen += [*ends, *sums[k]]
+    (low_a, high_a), (low_b, high_b) = sums
+    seen += [low_a + (low_b >> RESCALE_SPLIT), high_a + (high_b >> RESCALE_SPLIT)]
+    return all(-2**31 <= v < 2**31 for v in seen)
+
+
+def rescale_expr(codes: list[tirx.PrimExpr], terms: list[tuple[int, int]], shift: int,
+                 zero_point: int, low: int, high: int) -> tirx.PrimExpr:
+    """int8 ``clip(((Σ (q_i − zp_i)·m_i + 2^(s−1)) >> s) + zp, low, high)`` of int8 ``codes``
+    and constant (zp_i, m_i) ``terms`` in int32 (module docstring; ``rescale_fits_int32``)."""
+    a_sum, b_sum = _rescale_constants(terms, shift)
+    high_part, low_part = tirx.const(a_sum, "int32"), tirx.const(b_sum, "int32")
+    for code, (_, m) in zip(codes, terms):
+        a, b = _split(m)
+        wide = tirx.Cast("int32", code)
+        high_part = high_part + wide * tirx.const(a, "int32")
+        low_part = low_part + wide * tirx.const(b, "int32")
+    carried = high_part + tirx.shift_right(low_part, tirx.const(RESCALE_SPLIT, "int32"))
+    value = tirx.shift_right(carried, tirx.const(shift - RESCALE_SPLIT, "int32")) \
+        + tirx.const(zero_point, "int32")
+    clipped = tirx.min(tirx.max(value, tirx.const(low, "int32")), tirx.const(high, "int32"))
+    return tirx.Cast("int8", clipped)
+
+
 def _constant(expr: relax.Expr, mutator: relax.PyExprMutator) -> np.ndarray | None:
     """The value of a constant expression built from ``astype``/``permute_dims``/``reshape``
     of a constant (the multiplier after ConvertLayout), else None."""
@@ -176,6 +239,15 @@ class _Requant:
 
     def __init__(self, shape, terms, multiplier, shift, zero_point, low, high):
         self.shape, self.terms, self.multiplier, self.shift = shape, terms, multiplier, shift
+        self.zero_point, self.low, self.high = zero_point, low, high
+
+
+class _Rescale:
+    """A matched rescaled sum of int8 codes: the codes, their (zero point, multiplier)
+    terms and the output's shift, zero point and clip."""
+
+    def __init__(self, shape, codes, terms, shift, zero_point, low, high):
+        self.shape, self.codes, self.terms, self.shift = shape, codes, terms, shift
         self.zero_point, self.low, self.high = zero_point, low, high
 
 
@@ -231,6 +303,70 @@ class _EpilogueMutator(relax.PyExprMutator):
             return None
         return _Requant(widened.ty.shape.values, self._terms(widened.args[0]), multiplier.astype(np.int32), shift,
                         zero_point, low, high)
+
+    def _match_rescale(self, cast: relax.Call) -> _Rescale | None:
+        """``astype(minimum(maximum(add(right_shift(add(Σ multiply(x_i, m_i), r), s), zp),
+        low), high), int8)`` with ``x_i`` = ``astype(q_i, int64)`` or that less a zero
+        point, ``q_i`` int8 (the quantize pass's rescaled sums), in int32 where it fits."""
+        if call_name(cast) != "relax.astype" or str(cast.attrs.dtype) != "int8":
+            return None
+        chain, value = [], cast.args[0]
+        for op in ("relax.minimum", "relax.maximum", "relax.add", "relax.right_shift", "relax.add"):
+            bound = self._bound(value, op)
+            if bound is None or str(bound.ty.dtype) != "int64":
+                return None
+            chain.append(bound)
+            value = bound.args[0]
+        clip_high, clip_low, plus_zp, shifted, rounding = chain
+        scalars = [_scalar(e, self) for e in (shifted.args[1], rounding.args[1], plus_zp.args[1],
+                                              clip_low.args[1], clip_high.args[1])]
+        if any(v is None for v in scalars):
+            return None
+        shift, rounding_term, zero_point, low, high = scalars
+        leaves = self._int64_terms(value)
+        if not 1 <= shift <= 62 or rounding_term != 1 << (shift - 1) or not leaves:
+            return None
+        codes, terms = [], []
+        for leaf in leaves:
+            found = self._code_term(leaf)
+            if found is None:
+                return None
+            codes.append(found[0])
+            terms.append(found[1:])
+        if not rescale_fits_int32(terms, shift):
+            return None
+        return _Rescale(cast.ty.shape.values, codes, terms, shift, zero_point, low, high)
+
+    def _int64_terms(self, total: relax.Expr) -> list[relax.Expr]:
+        add = self._bound(total, "relax.add")
+        if add is None:
+            return [total]
+        return [t for arg in add.args for t in self._int64_terms(arg)]
+
+    def _code_term(self, term: relax.Expr) -> tuple[relax.Expr, int, int] | None:
+        """(q, zp, m) of ``multiply(astype(q, int64) [− zp], m)`` with int8 ``q``, scalar
+        zp and an int32 multiplier m."""
+        product = self._bound(term, "relax.multiply")
+        if product is None:
+            return None
+        m, zp, widened = _scalar(product.args[1], self), 0, product.args[0]
+        minus = self._bound(widened, "relax.subtract")
+        if minus is not None:
+            zp, widened = _scalar(minus.args[1], self), minus.args[0]
+        widened = self._bound(widened, "relax.astype")
+        if (m is None or zp is None or widened is None or not -2**31 <= m < 2**31
+                or str(widened.attrs.dtype) != "int64" or str(widened.args[0].ty.dtype) != "int8"):
+            return None
+        return widened.args[0], zp, m
+
+    def _rescale(self, rs: _Rescale) -> relax.Expr:
+        def compute(*codes: te.Tensor) -> te.Tensor:
+            def element(*i):
+                values = [q(*_broadcast_index(i, list(q.shape), list(rs.shape))) for q in codes]
+                return rescale_expr(values, rs.terms, rs.shift, rs.zero_point, rs.low, rs.high)
+            return te.compute(rs.shape, element, name="rescale")
+
+        return self.builder_.call_te(compute, *rs.codes, primfunc_name_hint="rescale")
 
     def _terms(self, acc: relax.Expr) -> list[relax.Expr]:
         """The operands of the int32 add tree that computes ``acc`` (``acc`` if none)."""
@@ -298,6 +434,9 @@ class _EpilogueMutator(relax.PyExprMutator):
             if self._from_dot_conv(rq.terms):
                 self.conv_codes.append(requantized)
             return requantized
+        rs = self._match_rescale(call)
+        if rs is not None:
+            return self._rescale(rs)
         if self.vector_lookup and call_name(call) == "relax.take":
             looked_up = self._lookup(call)
             return call if looked_up is None else looked_up
@@ -305,9 +444,10 @@ class _EpilogueMutator(relax.PyExprMutator):
 
 
 def int8_epilogues(target: tvm.target.Target) -> tvm.transform.Pass:
-    """Requantization chains as 32-bit ``requantize`` kernels (any target) and, with
-    AVX512-VBMI, the table lookups of int8 conv epilogues as byte permutes. Runs after
-    ConvertLayout: the new kernels have no layout rules."""
+    """Requantization chains as 32-bit ``requantize`` kernels, rescaled sums of codes as
+    32-bit ``rescale`` kernels (any target) and, with AVX512-VBMI, the table lookups of
+    int8 conv epilogues as byte permutes. Runs after ConvertLayout: the new kernels have no
+    layout rules."""
     vector_lookup = cpu_has(target, "avx512vbmi")
 
     @tvm.transform.module_pass(opt_level=0, name="Int8Epilogues")
