@@ -17,9 +17,10 @@ import hwcompile
 from hwcompile.frontend import import_onnx
 from hwcompile.pipeline import PassContext, parse_spec, run_pipeline
 from hwcompile.target import resolve_target
+from hwcompile.targets.cpu.defaults import heuristic_schedule
 from hwcompile.targets.cpu.int8_dot import MADD_256, MADD_512, VNNI, int8_dot_product
 from hwcompile.targets.cpu.layout import cpu_layout
-from hwcompile.targets.cpu.pipeline import cpu_pipeline
+from hwcompile.targets.cpu.pipeline import cpu_pipeline, tunable_module
 
 
 def cpu(mcpu: str) -> str:
@@ -67,6 +68,15 @@ def narrow_conv() -> onnx.ModelProto:
                                 .astype(np.float32) * 0.2, "w")
     nodes = [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])]
     return float_model("narrow_conv", nodes, [w], {"x": ["N", 16, 12, 12]}, {"y": ["N", 8, 12, 12]})
+
+
+def conv_24() -> onnx.ModelProto:
+    """24 output channels: three registers of VNNI's 8-lane form per row of outputs."""
+    w = numpy_helper.from_array(np.random.default_rng(13).standard_normal((24, 16, 3, 3))
+                                .astype(np.float32) * 0.2, "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["y"])]
+    return float_model("conv_24", nodes, [w], {"x": ["N", 16, 12, 12]}, {"y": ["N", 24, 12, 12]})
 
 
 def _quantized(proto: onnx.ModelProto, channels: int, spec: str = "fold-constants,quantize"):
@@ -132,6 +142,22 @@ def test_zero_point_padding_inside_the_conv_kernel():
     assert constants and all(int(np.prod([int(d) for d in a.ty.shape])) == 8 for a in constants)
 
 
+def test_narrow_channels_tile_several_registers_per_row():
+    """24 output channels (3 registers of 8 lanes): each row of the register tile sums into
+    all three (one instruction each per activation loaded), as fp32 tiles 48 channels, and
+    the tile has as many accumulators as fp32's; it had one register per row (a third of
+    the sums per activation) and at most 12 accumulators."""
+    target, quantized = _quantized(conv_24(), 16)
+    mod = tunable_module(quantized.bound_module(), target.tvm_target)
+    (conv,) = [f for g, f in mod.functions_items()
+               if isinstance(f, tvm.tirx.PrimFunc) and g.name_hint.startswith("fused_conv2d")]
+    sch = heuristic_schedule(tvm.IRModule({"main": conv}), target.default_schedule_lanes,
+                             int8_dot_product(target.tvm_target))
+    unrolled = [int(sch.get(loop).extent) for loop in sch.get_loops(sch.get_sblock("conv2d_nhwc_update_o"))
+                if sch.get(loop).kind == tvm.tirx.ForKind.UNROLLED]
+    assert 3 in unrolled and int(np.prod(unrolled)) == 18  # 3 registers × 6 of the 12 columns
+
+
 def test_eight_channel_conv_runs_on_half_width_vnni():
     """8 output channels: vpdpbusd on 256-bit registers, no padding to 16 channels."""
     target, quantized = _quantized(narrow_conv(), 16)
@@ -162,7 +188,7 @@ def _same_integers_case(model) -> tuple[onnx.ModelProto, dict, np.ndarray]:
 def plain_outputs(tmp_path_factory) -> dict:
     """The plain int8 kernels' outputs per model, compiled once for all instruction sets."""
     outputs = {}
-    for model in (dot_cnn, narrow_conv):
+    for model in (dot_cnn, narrow_conv, conv_24):
         proto, calibration, x = _same_integers_case(model)
         art = hwcompile.compile(proto, PLAIN, tmp_path_factory.mktemp("plain") / model.__name__,
                                 passes=_SAME_INTEGERS_PASSES, calibration=calibration)
@@ -170,7 +196,7 @@ def plain_outputs(tmp_path_factory) -> dict:
     return outputs
 
 
-@pytest.mark.parametrize("model", [dot_cnn, narrow_conv])
+@pytest.mark.parametrize("model", [dot_cnn, narrow_conv, conv_24])
 @pytest.mark.parametrize("name", DOT_TARGETS)
 def test_dot_product_kernels_compute_the_same_integers(name, model, plain_outputs, tmp_path):
     spec, feature = DOT_TARGETS[name]
@@ -193,16 +219,36 @@ def _assembly(target_spec: str, calibration) -> str:
     return executable.mod.imports[0].inspect_source("asm")
 
 
+def _functions(asm: str) -> dict[str, str]:
+    """The assembly of each function, by name."""
+    bodies: dict[str, list[str]] = {}
+    lines = bodies.setdefault("", [])
+    for line in asm.splitlines():
+        if line.endswith(":") and not line.startswith((".", "\t")):
+            lines = bodies.setdefault(line[:-1], [])
+        lines.append(line)
+    return {name: "\n".join(body) for name, body in bodies.items()}
+
+
+def _madd_only_in_rescales(asm: str) -> bool:
+    """No conv product on vpmaddwd: LLVM may still pick it (any SSE2 CPU has it) for a
+    residual add's int8 × 16-bit sums (``int8_epilogue.rescale_expr``)."""
+    return all("vpmaddwd" not in body or "rescale" in name for name, body in _functions(asm).items())
+
+
 def test_each_instruction_only_where_the_cpu_has_it(calibration):
     """Compiling needs no such CPU: the instruction is in the code for the CPU model that
     has it, and in no other."""
     asm = {name: _assembly(spec, calibration) for name, (spec, _) in DOT_TARGETS.items()}
-    assert "vpdpbusd" in asm["vpdpbusd"] and "vpmaddwd" not in asm["vpdpbusd"]
+    vnni = _functions(asm["vpdpbusd"])
+    convs = {name: body for name, body in vnni.items() if name.startswith("fused_conv2d")}
+    assert convs and all("vpdpbusd" in body for body in convs.values())
+    assert _madd_only_in_rescales(asm["vpdpbusd"])
     for name in ("vpmaddwd-512", "vpmaddwd-256"):
         assert "vpmaddwd" in asm[name] and "vpdpbusd" not in asm[name]
     assert "zmm" in asm["vpmaddwd-512"] and "zmm" not in asm["vpmaddwd-256"]
     plain = _assembly(PLAIN, calibration)
-    assert "vpdpbusd" not in plain and "vpmaddwd" not in plain
+    assert "vpdpbusd" not in plain and _madd_only_in_rescales(plain)
 
 
 def test_instruction_choice():

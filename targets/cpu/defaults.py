@@ -118,8 +118,7 @@ def _schedule_reduction(sch: Schedule, block, lanes: int, dot: DotProduct | None
     if extents[-1] is None:
         return False, None  # the SIMD axis must be static; outer ones (the batch) may be symbolic
     dot = block_dot(sch, block, dot)  # full or half-width registers, or None
-    if not dot:
-        _read_copies_in_place(sch, block)
+    _read_copies_in_place(sch, block)
     padded = None if dot else pad_simd_axis(sch, block, lanes)
     if padded:
         loops = sch.get_loops(block)
@@ -128,21 +127,25 @@ def _schedule_reduction(sch: Schedule, block, lanes: int, dot: DotProduct | None
         extents = _loop_extents(sch, spatial)
     # Innermost spatial axis (output channels in NHWC, columns of a matmul): SIMD lanes;
     # the next one or two (output width and height, matmul rows): independent rows.
-    # int8 dot product: one register of int32 sums per row, ``depth`` input channels each.
-    vec, rows = _register_tile(extents, dot.lanes if dot else lanes, (1,) if dot else (2, 1))
+    # int8 dot product: as fp32, up to 3 registers of int32 sums per row (24 channels: 3 ×
+    # 8 lanes), ``depth`` input channels each; the register file is the target's either way.
+    vec, rows = _register_tile(extents, dot.lanes if dot else lanes, (2, 1), _budget(lanes))
     v_out, v_in = sch.split(spatial[-1], [None, vec])
     row_in, row_out = [], []
     for axis, factor in zip((-2, -3), rows):
         outer, inner = sch.split(spatial[axis], [None, factor])
         row_out.insert(0, outer)
         row_in.insert(0, inner)
-    depth = []
+    depth, registers = [], []
     if dot:
         outer, inner = sch.split(reduce[-1], [None, dot.depth])
         reduce, depth = [*reduce[:-1], outer], [inner]
+        if vec > dot.lanes:  # one instruction per register of the row
+            register, v_in = sch.split(v_in, [None, dot.lanes])
+            registers = [register]
     # Channel blocks outermost: each block's weights stay in cache across all positions.
     tile_outer = [v_out, *spatial[:len(spatial) - 1 - len(rows)], *row_out]
-    sch.reorder(*tile_outer, *reduce, *row_in, v_in, *depth)
+    sch.reorder(*tile_outer, *reduce, *row_in, *registers, v_in, *depth)
     # Accumulate the tile in a small buffer, write back (plus the epilogue) per tile; a
     # padded block already has its write-back: the block that trims the padding.
     acc = padded[0] if padded else sch.cache_write(block, 0, "global")
@@ -155,13 +158,13 @@ def _schedule_reduction(sch: Schedule, block, lanes: int, dot: DotProduct | None
     if _work(extents) * _work(_loop_extents(sch, reduce)) >= _PARALLEL_MIN_WORK:
         band = sch.fuse(*parallel) if len(parallel) > 1 else parallel[0]
         sch.parallel(band)
-    for loop in row_in:
+    for loop in row_in + registers:
         sch.unroll(loop)
     if not dot:
         _vectorize_registers(sch, v_in, vec, lanes)
     acc_loops = _loops_below(sch, acc, tile_outer[-1])
     if acc_loops:
-        _vectorize_registers(sch, acc_loops[-1], vec, lanes)
+        _vectorize_registers(sch, acc_loops[-1], vec, dot.lanes if dot else lanes)
     if not dot and not padded and len(spatial) == 4 and extents[-1] == vec:
         _pad_per_row(sch, block, band, extents[-3], lanes)
     init = sch.decompose_reduction(block, reduce[0])
@@ -227,15 +230,19 @@ def _vectorize_registers(sch: Schedule, loop, extent: int, lanes: int) -> None:
     sch.vectorize(loop)
 
 
+def _budget(simd_floats: int) -> int:
+    """Accumulator registers of a tile: 32 vector registers with AVX-512, else 16, a few
+    kept for operands."""
+    return 26 if simd_floats >= 16 else 12
+
+
 def _register_tile(extents: list[int | None], lanes: int,
-                   vector_registers: tuple[int, ...]) -> tuple[int, list[int]]:
+                   vector_registers: tuple[int, ...], budget: int) -> tuple[int, list[int]]:
     """SIMD width and row factors (for spatial axes -2, -3) of the register tile: the most
-    multiply-adds per value loaded (vector·rows / (vectors + rows)) within the register
-    file (32 vector registers with AVX-512, else 16), a few kept for operands; 3 registers
-    when 2 do not divide the channels but 3 do (48 = 3 × 16). Channels
-    that fill no whole register (after pruning, say) get a partial one: still one register
-    per row."""
-    budget = 26 if lanes >= 16 else 12
+    multiply-adds per value loaded (vector·rows / (vectors + rows)) within ``budget``
+    accumulator registers (``_budget``); 3 registers when 2 do not divide the channels but
+    3 do (48 = 3 × 16). Channels that fill no whole register (after pruning, say) get a
+    partial one: still one register per row."""
     widths = [(r * lanes, r) for r in vector_registers if extents[-1] % (r * lanes) == 0]
     if max(vector_registers) == 2 and extents[-1] % (2 * lanes) and extents[-1] % (3 * lanes) == 0:
         widths.insert(0, (3 * lanes, 3))  # 48 channels: 3 registers × 8 rows, not 1 × 26
