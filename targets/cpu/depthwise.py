@@ -22,9 +22,11 @@ between two layout transposes (and the elementwise ops around them NCHW too). He
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from functools import partial
 
 import tvm
-from tvm import relax, te, topi
+from tvm import relax, te, tirx, topi
 from tvm.ir import IRModule
 from tvm.s_tir import Schedule
 from tvm.s_tir.schedule import ScheduleError
@@ -32,6 +34,8 @@ from tvm.s_tir.schedule import ScheduleError
 from hwcompile.rewrite import mutate_functions
 
 from .conv_transpose import legalize_patch_transpose
+from .depthwise_int8 import takes_unsigned_operand, unsigned_code, unsigned_offset
+from .int8_epilogue import constant_value
 
 _BLOCK = "depthwise_conv2d_nhwc"  # the compute's block, which the schedule looks for
 WEIGHT_LAYOUT = "HWOI"  # (kh, kw, C·m, 1): output channels contiguous, like HWIO for dense convs
@@ -56,9 +60,11 @@ def is_depthwise(call: relax.Call) -> bool:
 
 
 def depthwise_nhwc(data: te.Tensor, weight: te.Tensor, strides, padding, dilation,
-                   out_dtype: str, pad_value: float = 0.0) -> te.Tensor:
+                   out_dtype: str, pad_value: float = 0.0,
+                   operand: Callable[[tirx.PrimExpr], tirx.PrimExpr] | None = None) -> te.Tensor:
     """The NHWC depthwise conv of ``data`` with HWOI ``weight``; ``padding`` is
-    (top, left, bottom, right), filled with ``pad_value``."""
+    (top, left, bottom, right), filled with ``pad_value``; ``operand`` maps a read of
+    ``data`` to the multiplied value (default: cast to ``out_dtype``)."""
     _, height, width, channels = data.shape
     kh, kw, out_channels, _ = weight.shape
     (sy, sx), (dy, dx) = strides, dilation
@@ -75,10 +81,11 @@ def depthwise_nhwc(data: te.Tensor, weight: te.Tensor, strides, padding, dilatio
     def channel(c):  # its input channel: c itself without a multiplier
         return c if int(multiplier) == 1 else c // multiplier
 
+    read = operand or (lambda value: value.astype(out_dtype))
     return te.compute(
         (data.shape[0], out_h, out_w, out_channels),
         lambda n, y, x, c: te.sum(
-            data[n, y * sy + ry * dy, x * sx + rx * dx, channel(c)].astype(out_dtype)
+            read(data[n, y * sy + ry * dy, x * sx + rx * dx, channel(c)])
             * weight[ry, rx, c, 0].astype(out_dtype), axis=[ry, rx]),
         name=_BLOCK)
 
@@ -112,10 +119,16 @@ class _Legalize(relax.PyExprMutator):
         explicit = self._spatial_pad(data)
         if explicit is not None and not any(padding):  # the pad read inside the kernel
             data, padding, value = explicit
-        return self.builder_.call_te(
-            depthwise_nhwc, data, call.args[1], [int(s) for s in a.strides], padding,
+        weight = constant_value(call.args[1], self) if takes_unsigned_operand(call) else None
+        compute = depthwise_nhwc if weight is None else partial(depthwise_nhwc, operand=unsigned_code)
+        conv = self.builder_.call_te(
+            compute, data, call.args[1], [int(s) for s in a.strides], padding,
             [int(d) for d in a.dilation], str(call.ty.dtype), value,
             primfunc_name_hint="depthwise_conv2d")
+        if weight is None:
+            return conv
+        # int8: the sums over unsigned codes (depthwise_int8.py), less their constant excess
+        return relax.op.add(self.builder_.emit(conv), relax.const(unsigned_offset(weight)))
 
 
 @tvm.transform.module_pass(opt_level=0, name="LegalizeDepthwise")

@@ -204,7 +204,7 @@ def rescale_expr(codes: list[tirx.PrimExpr], terms: list[tuple[int, int]], shift
     return tirx.Cast("int8", clipped)
 
 
-def _constant(expr: relax.Expr, mutator: relax.PyExprMutator) -> np.ndarray | None:
+def constant_value(expr: relax.Expr, mutator: relax.PyExprMutator) -> np.ndarray | None:
     """The value of a constant expression built from ``astype``/``permute_dims``/``reshape``
     of a constant (the multiplier after ConvertLayout), else None."""
     while isinstance(expr, relax.Var):
@@ -215,7 +215,7 @@ def _constant(expr: relax.Expr, mutator: relax.PyExprMutator) -> np.ndarray | No
     if isinstance(expr, tvm.ir.Constant):
         return expr.value.numpy()
     name = call_name(expr)
-    inner = _constant(expr.args[0], mutator) if name else None
+    inner = constant_value(expr.args[0], mutator) if name else None
     if inner is None:
         return None
     if name == "relax.astype":
@@ -229,7 +229,7 @@ def _constant(expr: relax.Expr, mutator: relax.PyExprMutator) -> np.ndarray | No
 
 
 def _scalar(expr: relax.Expr, mutator: relax.PyExprMutator) -> int | None:
-    value = _constant(expr, mutator)
+    value = constant_value(expr, mutator)
     return int(value) if value is not None and value.size == 1 else None
 
 
@@ -293,7 +293,7 @@ class _EpilogueMutator(relax.PyExprMutator):
             return None
         scalars = [_scalar(e, self) for e in (shifted.args[1], rounding.args[1], plus_zp.args[1],
                                               clip_low.args[1], clip_high.args[1])]
-        multiplier = _constant(product.args[1], self)
+        multiplier = constant_value(product.args[1], self)
         if any(v is None for v in scalars) or multiplier is None:
             return None
         shift, rounding_term, zero_point, low, high = scalars
