@@ -54,3 +54,18 @@ def test_chain_is_one_loop_nest_with_numpys_integers(shape, channels):
     np.testing.assert_array_equal(out.numpy(), want)
     assert len(np.unique(want)) > 50  # the clip does not flatten the test to a few values
 
+
+
+def _vector_widths(func: tvm.tirx.PrimFunc) -> list[int]:
+    sch = Schedule(IRModule({"main": func}))
+    (block,) = sch.get_child_blocks(sch.get_sblock("root"))
+    return [int(sch.get(loop).extent) for loop in sch.get_loops(block)
+            if sch.get(loop).kind == tvm.tirx.ForKind.VECTORIZED]
+
+
+@pytest.mark.parametrize("channels,width", [(200, 8), (24, 8), (40, 8), (64, 32), (18, 1)])
+def test_chain_vectors_are_half_registers_when_whole_ones_do_not_divide(channels, width):
+    """200 channels (PP-LCNet's SE products): 8-lane vectors where 16 lanes do not divide the
+    channels, not 4 (the kernel took twice the time)."""
+    scheduled = schedule_func(_requantized_product((1, 2, 96), channels), lanes=16)
+    assert _vector_widths(scheduled) == ([width] if width > 1 else [])

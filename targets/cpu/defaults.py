@@ -90,7 +90,7 @@ def _schedule_elementwise(sch: Schedule, block, lanes: int) -> None:
     if any(sch.get(loop).kind == tirx.ForKind.PARALLEL for loop in loops):
         return  # computed inside a parallel loop already (a conv's per-row padding)
     inner = loops[-1]
-    vec = _divisor(extents[-1], (lanes * 2, lanes, 4)) if extents[-1] >= 4 else 1
+    vec = _divisor(extents[-1], (lanes * 2, lanes, lanes // 2, 4)) if extents[-1] >= 4 else 1
     if _touches_bool(sch, block):
         vec = 1  # TVM cannot vectorize stores to bool buffers (a dtype mismatch at codegen)
     if vec > 1:
